@@ -1,0 +1,64 @@
+"""Device-resident, preallocated FIFO ring buffer for model transitions (dynamics.md §12.3).
+
+All writes and samples are tensor operations on the buffer's device; nothing goes through numpy and
+nothing reads a value back to the host, so the buffer never forces a synchronization.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FIELDS = ("obs", "act", "reward", "next_obs", "terminal")
+
+
+class RingBuffer:
+    """FIFO ring of transitions with a fixed capacity; the oldest rows are overwritten first."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str) -> None:
+        if capacity <= 0:
+            raise ValueError(f"buffer capacity must be positive, got {capacity}")
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        widths = {"obs": obs_dim, "act": act_dim, "reward": 1, "next_obs": obs_dim, "terminal": 1}
+        self.storage = {k: torch.zeros(self.capacity, w, device=self.device) for k, w in widths.items()}
+        self.ptr = 0  # next write position (host int: known without reading the device)
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, **rows: torch.Tensor) -> None:
+        """Append a block of rows (each field [n, ·]); a block larger than the buffer keeps its tail."""
+        n = rows["obs"].shape[0]
+        if n == 0:
+            return
+        if n > self.capacity:
+            rows = {k: v[-self.capacity :] for k, v in rows.items()}
+            n = self.capacity
+        end = self.ptr + n
+        first = min(n, self.capacity - self.ptr)
+        for k in FIELDS:
+            src = rows[k].to(self.device, torch.float32)
+            if src.dim() == 1:
+                src = src.unsqueeze(-1)
+            self.storage[k][self.ptr : self.ptr + first] = src[:first]
+            if first < n:
+                self.storage[k][: n - first] = src[first:]
+        self.ptr = end % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``n`` rows uniformly with replacement."""
+        if self.size == 0:
+            raise RuntimeError("sampling from an empty model buffer (no rollout has been stored yet)")
+        idx = torch.randint(self.size, (n,), device=self.device, generator=generator)
+        return {k: v[idx] for k, v in self.storage.items()}
+
+    def state_dict(self) -> dict[str, object]:
+        return {"ptr": self.ptr, "size": self.size, **{k: v[: self.size].cpu() for k, v in self.storage.items()}}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        size = int(state["size"])  # type: ignore[arg-type]
+        for k in FIELDS:
+            self.storage[k][:size] = state[k].to(self.device)  # type: ignore[union-attr]
+        self.size, self.ptr = size, int(state["ptr"]) % self.capacity  # type: ignore[arg-type]

@@ -1,0 +1,130 @@
+"""Cached ensemble pretraining (DESIGN.md "The composition"; dynamics.md §13 "Caching").
+
+A pretrained model is a pure function of (dataset fingerprint, the whole dynamics section including its
+pretraining settings, ``data.normalize_obs``, seed). It is stored once under
+``<cache>/dynamics/<key>/`` and every run that asks for the same key loads it, so recipes with equal
+dynamics configs (``mopo`` and ``mbpo``) share one model per (task, seed). Concurrent runs asking for
+the same key wait on a file lock instead of training it twice. Entries are written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.config import Component
+from zoo.data.transitions import Transitions
+from zoo.protocols import EnvSpec, FitReport
+
+
+def pretrain_key(fingerprint: str, dynamics: Component, normalize_obs: bool, seed: int) -> str:
+    blob = json.dumps(
+        {"data": fingerprint, "dynamics": dynamics.as_dict(), "normalize_obs": normalize_obs, "seed": seed},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def pretrained_dynamics(
+    dynamics: Component,
+    data: Transitions,
+    spec: EnvSpec,
+    device: torch.device,
+    seed: int,
+    normalize_obs: bool,
+    cache_dir: Path,
+    progress: bool = False,
+) -> tuple[Any, FitReport, str, bool]:
+    """(model, fit report, cache key, loaded_from_cache). ``data`` is in the model's space."""
+    key = pretrain_key(data.fingerprint(), dynamics, normalize_obs, seed)
+    entry = cache_dir / "dynamics" / key
+    with file_lock(cache_dir / "dynamics" / f"{key}.lock"):
+        torch.manual_seed(seed)
+        model = dynamics.build(spec, device)
+        if (entry / "model.pt").is_file():
+            state = torch.load(entry / "model.pt", map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            return model, FitReport(**state["report"]), key, True
+        generator = torch.Generator(device=device).manual_seed(seed)
+        start = time.time()
+        report = model.fit(data, generator=generator, progress=progress)
+        report.extra["wall_s"] = time.time() - start
+        atomic_torch_save(
+            {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "report": report.__dict__},
+            entry / "model.pt",
+        )
+        atomic_write_text(
+            entry / "meta.json",
+            json.dumps(
+                {
+                    "key": key,
+                    "dataset_fingerprint": data.fingerprint(),
+                    "dynamics": dynamics.as_dict(),
+                    "normalize_obs": normalize_obs,
+                    "seed": seed,
+                    "epochs": report.epochs,
+                    "holdout_loss": report.holdout_loss,
+                    "elites": report.elites,
+                    "wall_s": report.extra["wall_s"],
+                },
+                indent=2,
+                default=str,
+            ),
+        )
+        return model, report, key, False
+
+
+def cached_keys(cache_dir: Path) -> list[str]:
+    """Keys of the complete pretraining cache entries."""
+    root = cache_dir / "dynamics"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "model.pt").is_file())

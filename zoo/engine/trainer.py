@@ -1,0 +1,502 @@
+"""The one training loop of the zoo (DESIGN.md, "The composition").
+
+One step t (0-based):
+
+1. every ``rollout.every`` steps (t % every == 0, before the update): roll the policy out in the model
+   from dataset states and append to the model buffer (dynamics.md §12);
+2. draw a mixed batch, real rows first (sac.md §3);
+3. ``rule.on_batch`` (ROMBRL re-simulates model rows);
+4. one learner update, with the target-stage penalty if the recipe has one;
+5. every ``rule.every`` steps ((t+1) % every == 0): ``rule.update`` (RAMBO/ROMI/ROMBRL phases);
+6. every 1000 steps: the learner's epoch hook (cosine actor schedule, sac.md §4);
+7. every ``log_every`` steps: read the accumulated metrics (the only host sync of the loop), check for
+   divergence, write a JSONL line; every ``eval.every`` steps: evaluate; every ``checkpoint_every``:
+   checkpoint.
+
+Everything inside the loop stays on the device. A first Ctrl-C finishes the current step, writes a
+checkpoint and stops (``--resume`` continues from it); a divergence stops the run without overwriting
+the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.config import RunConfig
+from zoo.data.transitions import Transitions
+from zoo.engine.buffer import RingBuffer
+from zoo.engine.evaluate import EvalResult, eval_seed, evaluate_policy
+from zoo.engine.normalizer import ObsNormalizer
+from zoo.engine.pretrain import atomic_torch_save, pretrained_dynamics
+from zoo.engine.rollout import DivergenceError, model_rollout
+from zoo.protocols import Batch, Context, EnvSpec
+
+STEPS_PER_EPOCH = 1000  # "epoch" in every spec: 1000 gradient steps
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised after a clean stop on Ctrl-C; the checkpoint is written."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+@dataclass
+class Evaluation:
+    step: int
+    return_mean: float
+    return_std: float
+    score: float
+    length_mean: float
+    returns: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    """Builds the components of a resolved config for one task and runs the loop."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        task: Any,
+        run_dir: Path,
+        cache_dir: Path,
+        noise: str = "none",
+        noise_scale: float = 0.05,
+        progress: bool = True,
+        download: bool = False,
+        data: Transitions | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.run_dir = Path(run_dir)
+        self.cache_dir = Path(cache_dir)
+        self.noise, self.noise_scale = noise, noise_scale
+        self.progress = progress
+        self.download = download
+        self._raw_data = data
+        self.log = log or (lambda msg: None)
+        self.device = resolve_device(cfg.device)
+        self.evaluations: list[Evaluation] = []
+        self.step = 0
+        self._stop_requested = False
+        self.fit_report: Any = None
+        self.pretrain_key: str | None = None
+        self.pretrain_cached: bool | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # Setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % (2**32))
+        raw = self._raw_data if self._raw_data is not None else self.task.load(
+            loader=cfg.data.loader, download=self.download
+        )
+        self.raw_data = raw
+        self.fingerprint = raw.fingerprint()
+        self.spec: EnvSpec = self.task.spec()
+        if raw.obs_dim != self.spec.obs_dim or raw.act_dim != self.spec.act_dim:
+            raise ValueError(
+                f"dataset of {self.task.name} has obs/act dims ({raw.obs_dim}, {raw.act_dim}) but its "
+                f"evaluation env {self.task.env_id} has ({self.spec.obs_dim}, {self.spec.act_dim})"
+            )
+        self.normalizer = ObsNormalizer.from_data(raw, cfg.data.normalize_obs).to(self.device)
+        self.data = self.normalizer.apply(raw.to(self.device))
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+
+        from zoo.dynamics.termination import get_termination
+
+        self.termination = self.normalizer.wrap_termination(get_termination(self.task.termination))
+        self.uses_model = cfg.rollout.horizon > 0 and cfg.batch.real_ratio < 1.0
+        if self.uses_model or cfg.rule.name != "mle" or cfg.penalty.name != "none":
+            self.model, self.fit_report, self.pretrain_key, self.pretrain_cached = pretrained_dynamics(
+                cfg.dynamics,
+                self.data,
+                self.spec,
+                self.device,
+                cfg.seed,
+                cfg.data.normalize_obs,
+                self.cache_dir,
+                progress=self.progress,
+            )
+        else:
+            self.model = None
+        torch.manual_seed(cfg.seed + 1)
+        self.learner = cfg.learner.build(self.spec, self.device)
+        total_epochs = max(1, math.ceil(cfg.steps / STEPS_PER_EPOCH))
+        if hasattr(self.learner, "set_total_epochs"):
+            self.learner.set_total_epochs(total_epochs)
+        self.penalty = cfg.penalty.build()
+        self.rule = cfg.rule.build()
+        self.ctx = Context(
+            data=self.data,
+            model=self.model,
+            learner=self.learner,
+            termination=self.termination,
+            normalizer=self.normalizer,
+            device=self.device,
+            generator=self.generator,
+            step=0,
+            spec=self.spec,
+            extras={"config": cfg, "task": self.task},
+        )
+        self._check_target_clamp()
+        if self.uses_model:
+            rounds = max(1, math.ceil(STEPS_PER_EPOCH / cfg.rollout.every))
+            capacity = cfg.rollout.retain * rounds * cfg.rollout.batch * cfg.rollout.horizon
+            self.model_buffer: RingBuffer | None = RingBuffer(
+                capacity, self.spec.obs_dim, self.spec.act_dim, self.device
+            )
+        else:
+            self.model_buffer = None
+        self.n_real = int(math.floor(cfg.batch.size * cfg.batch.real_ratio)) if self.uses_model else cfg.batch.size
+        self.n_model = cfg.batch.size - self.n_real
+        self.is_model = torch.cat(
+            [torch.zeros(self.n_real, 1), torch.ones(self.n_model, 1)]
+        ).to(self.device)
+        reward_abs = float(self.data.reward.abs().max()) if len(self.data) else 1.0
+        gamma = float(getattr(cfg.learner.cfg, "gamma", 0.99) or 0.99)
+        self.q_limit = 100.0 * max(1.0, reward_abs) / max(1e-3, 1.0 - gamma)
+
+    def _check_target_clamp(self) -> None:
+        target_min = getattr(self.cfg.learner.cfg, "target_min", -math.inf)
+        if target_min is not None and target_min > -math.inf:
+            rmin = float(self.data.reward.min())
+            if rmin < target_min:
+                msg = (
+                    f"learner.target_min = {target_min} clamps critic targets, but {self.task.name} has "
+                    f"rewards down to {rmin:.3g}: the clamp changes the fixed point (sac.md §6 #5). "
+                    "Set learner.target_min=-inf for this task."
+                )
+                warnings.warn(msg, stacklevel=2)
+                self.log(f"[yellow]warning:[/] {msg}")
+
+    # ------------------------------------------------------------------------------------------
+    # Pieces of a step
+    def rollout(self) -> dict[str, float]:
+        assert self.model_buffer is not None
+        cfg = self.cfg.rollout
+        idx = torch.randint(len(self.data), (cfg.batch,), device=self.device, generator=self.generator)
+        rollout_stage = getattr(self.penalty, "stage", "rollout") == "rollout"
+        penalty = self.penalty if rollout_stage and self.cfg.penalty.name != "none" else None
+        stats = model_rollout(
+            self.model,
+            self.learner,
+            self.data.obs[idx],
+            cfg.horizon,
+            self.termination,
+            self.model_buffer,
+            penalty=penalty,
+            ctx=self.ctx,
+            generator=self.generator,
+        )
+        return stats.as_dict()
+
+    def draw_batch(self) -> Batch:
+        real_idx = torch.randint(len(self.data), (self.n_real,), device=self.device, generator=self.generator)
+        d = self.data
+        if self.n_model == 0:
+            return Batch(
+                obs=d.obs[real_idx],
+                act=d.act[real_idx],
+                reward=d.reward[real_idx],
+                next_obs=d.next_obs[real_idx],
+                terminal=d.terminal[real_idx],
+                is_model=self.is_model,
+            )
+        assert self.model_buffer is not None
+        m = self.model_buffer.sample(self.n_model, self.generator)
+        return Batch(
+            obs=torch.cat([d.obs[real_idx], m["obs"]]),
+            act=torch.cat([d.act[real_idx], m["act"]]),
+            reward=torch.cat([d.reward[real_idx], m["reward"]]),
+            next_obs=torch.cat([d.next_obs[real_idx], m["next_obs"]]),
+            terminal=torch.cat([d.terminal[real_idx], m["terminal"]]),
+            is_model=self.is_model,
+        )
+
+    def evaluate(self) -> Evaluation:
+        from zoo.tasks.references import normalized_score
+
+        index = len(self.evaluations)
+        n = self.cfg.eval.episodes
+        result: EvalResult = evaluate_policy(
+            lambda obs: self.learner.act(obs, deterministic=True)[0],
+            self.task.make_env,
+            episodes=n,
+            seeds=[eval_seed(self.cfg.seed, index, k) for k in range(n)],
+            normalizer=self.normalizer,
+            device=self.device,
+            noise=self.noise,
+            noise_scale=self.noise_scale,
+            noise_seed=eval_seed(self.cfg.seed, index, 10_007),
+        )
+        ev = Evaluation(
+            step=self.step + 1,
+            return_mean=result.return_mean,
+            return_std=result.return_std,
+            score=float(normalized_score(self.task, result.return_mean)),
+            length_mean=float(result.lengths.mean()),
+            returns=[float(r) for r in result.returns],
+        )
+        self.evaluations.append(ev)
+        return ev
+
+    # ------------------------------------------------------------------------------------------
+    # Checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "step": self.step,
+            "learner": self.learner.state_dict(),
+            "model": self.model.state_dict() if self.model is not None else None,
+            "rule": self.rule.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "evaluations": [e.__dict__ for e in self.evaluations],
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config_hash": self.cfg.hash(),
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def load_checkpoint(self) -> bool:
+        if not self.checkpoint_path.is_file():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        if state.get("config_hash") != self.cfg.hash():
+            raise RuntimeError(
+                f"{self.checkpoint_path} was written by another configuration; refusing to resume it"
+            )
+        self.step = int(state["step"])
+        self.learner.load_state_dict(state["learner"])
+        if self.model is not None and state["model"] is not None:
+            self.model.load_state_dict(state["model"])
+        self.rule.load_state_dict(state["rule"])
+        self.evaluations = [Evaluation(**e) for e in state["evaluations"]]
+        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    # The loop
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.log("[yellow]Ctrl-C: finishing this step and writing a checkpoint (press again to abort)[/]")
+
+    def train(self, resume: bool = False, metrics_file: Path | None = None) -> dict[str, Any]:
+        """Run the loop to ``cfg.steps``; returns the summary that goes into result.json."""
+        metrics_path = metrics_file or (self.run_dir / "metrics.jsonl")
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        start_step = 0
+        if resume and self.load_checkpoint():
+            start_step = self.step
+            _truncate_metrics(metrics_path, start_step)
+            self.log(f"resuming at step {start_step}")
+        elif metrics_path.exists():
+            metrics_path.unlink()
+        previous_handler = None
+        try:
+            previous_handler = signal.signal(signal.SIGINT, self._request_stop)
+        except ValueError:  # not the main thread (e.g. inside a worker): no handler
+            previous_handler = None
+        start_time = time.time()
+        try:
+            with open(metrics_path, "a") as metrics_fh:
+                if start_step == 0:
+                    info = self.rule.before_training(self.ctx) or {}
+                    if self.fit_report is not None:
+                        info = {
+                            "pretrain/epochs": self.fit_report.epochs,
+                            "pretrain/holdout_loss": self.fit_report.holdout_loss,
+                            "pretrain/cached": bool(self.pretrain_cached),
+                            **info,
+                        }
+                    _write(metrics_fh, {"step": 0, "kind": "setup", **info})
+                elif self.uses_model:
+                    # The model buffer is not checkpointed: refill it with one fresh round.
+                    self.ctx.step = start_step
+                    _write(metrics_fh, {"step": start_step, "kind": "rollout", **self.rollout()})
+                self._loop(start_step, metrics_fh)
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+        return self.summary(wall_s=time.time() - start_time)
+
+    def _loop(self, start_step: int, metrics_fh: Any) -> None:
+        cfg = self.cfg
+        acc: dict[str, torch.Tensor] = {}
+        acc_n = 0
+        target_penalty = None
+        if getattr(self.penalty, "stage", "rollout") == "target":
+            penalty, ctx = self.penalty, self.ctx
+
+            def target_penalty(batch: Batch, learner: Any) -> torch.Tensor:
+                return penalty(batch, learner, ctx)
+
+        progress = _Progress(cfg.steps, start_step, enabled=self.progress, label=f"{cfg.algo} {self.task.name}")
+        tick = time.time()
+        with progress:
+            for t in range(start_step, cfg.steps):
+                self.step = t
+                self.ctx.step = t
+                if self.uses_model and t % cfg.rollout.every == 0:
+                    _write(metrics_fh, {"step": t, "kind": "rollout", **self.rollout()})
+                batch = self.draw_batch()
+                batch = self.rule.on_batch(batch, self.ctx)
+                metrics = self.learner.update(batch, target_penalty=target_penalty)
+                for k, v in metrics.items():
+                    acc[k] = acc[k] + v.detach() if k in acc else v.detach().clone()
+                acc_n += 1
+                if self.rule.every and (t + 1) % self.rule.every == 0:
+                    rule_metrics = self.rule.update(self.ctx) or {}
+                    _write(metrics_fh, {"step": t + 1, "kind": "rule", **_floats(rule_metrics)})
+                if (t + 1) % STEPS_PER_EPOCH == 0 and hasattr(self.learner, "epoch_end"):
+                    self.learner.epoch_end()
+                last = t + 1 == cfg.steps
+                if (t + 1) % cfg.log_every == 0 or last:
+                    values = {k: float(v) / acc_n for k, v in acc.items()}  # the host sync
+                    now = time.time()
+                    values["sps"] = acc_n / max(now - tick, 1e-9)
+                    tick, acc, acc_n = now, {}, 0
+                    self._check_divergence(values, t + 1)
+                    _write(metrics_fh, {"step": t + 1, "kind": "train", **values})
+                if (t + 1) % cfg.eval.every == 0 or last:
+                    ev = self.evaluate()
+                    _write(
+                        metrics_fh,
+                        {
+                            "step": t + 1,
+                            "kind": "eval",
+                            "return_mean": ev.return_mean,
+                            "return_std": ev.return_std,
+                            "score": ev.score,
+                            "length_mean": ev.length_mean,
+                        },
+                    )
+                    progress.score = ev.score
+                progress.advance(t + 1)
+                self.step = t + 1
+                if (cfg.checkpoint_every and (t + 1) % cfg.checkpoint_every == 0) or last:
+                    self.save_checkpoint()
+                if self._stop_requested:
+                    self.save_checkpoint()
+                    metrics_fh.flush()
+                    raise TrainingInterrupted(f"stopped at step {t + 1}; continue with --resume")
+
+    def _check_divergence(self, values: dict[str, float], step: int) -> None:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        q_abs = max(abs(values.get("q_max", 0.0)), abs(values.get("q_mean", 0.0)))
+        if bad or q_abs > self.q_limit:
+            what = f"non-finite {', '.join(bad)}" if bad else f"|Q| = {q_abs:.3g} > {self.q_limit:.3g}"
+            raise DivergenceError(
+                f"training diverged by step {step}: {what}. The last good checkpoint "
+                f"({self.checkpoint_path}) is kept; lower the learning rates or the rollout horizon."
+            )
+
+    # ------------------------------------------------------------------------------------------
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        k = max(1, self.cfg.eval.last_k)
+        last = self.evaluations[-k:]
+        best = max(self.evaluations, key=lambda e: e.score) if self.evaluations else None
+        return {
+            "score": float(np.mean([e.score for e in last])) if last else float("nan"),
+            "return": float(np.mean([e.return_mean for e in last])) if last else float("nan"),
+            "score_evals": len(last),
+            "best": {"score": best.score, "step": best.step, "note": "best single evaluation; never in tables"}
+            if best
+            else None,
+            "steps": self.step,
+            "wall_s": wall_s,
+            "evaluations": len(self.evaluations),
+            "pretrain_key": self.pretrain_key,
+            "pretrain_cached": self.pretrain_cached,
+            "dataset_fingerprint": self.fingerprint,
+        }
+
+
+def _floats(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu()
+            out[k] = float(v) if v.numel() == 1 else v.tolist()
+        else:
+            out[k] = v
+    return out
+
+
+def _write(fh: Any, record: dict[str, Any]) -> None:
+    fh.write(json.dumps(_floats(record), default=str) + "\n")
+    fh.flush()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+class _Progress:
+    """A rich progress bar with the current score; silent when disabled."""
+
+    def __init__(self, total: int, start: int, enabled: bool, label: str) -> None:
+        self.enabled = enabled
+        self.total, self.start, self.label = total, start, label
+        self.score: float | None = None
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("score {task.fields[score]}"),
+                TimeRemainingColumn(),
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.label, total=self.total, completed=self.start, score="-")
+        return self
+
+    def advance(self, completed: int) -> None:
+        if self._progress is not None and (completed % 100 == 0 or completed == self.total):
+            score = "-" if self.score is None else f"{self.score:.1f}"
+            self._progress.update(self._task, completed=completed, score=score)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
