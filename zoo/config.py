@@ -9,10 +9,10 @@ engine's own sections (DESIGN.md, "Canonical config keys")::
     [tasks."hopper-medium-v2"]
     penalty.coef = 5.0
 
-Resolution applies, in order: the recipe's ``base`` recipe (if any), the recipe, every ``[tasks.PATTERN]``
-table whose pattern matches the task (``fnmatch``; in file order), a preset, then ``--set key=value``
-overrides. A layer that sets a component's ``name`` to another component drops the keys of the old one:
-the new component starts from its own defaults plus what that layer (and later ones) set. Every key is
+Resolution applies, in order: the recipe's ``base`` recipe (if any, with its own per-task tables), the
+recipe, every ``[tasks.PATTERN]`` table of the recipe whose pattern matches the task (``fnmatch``; in
+file order), a preset, then ``--set key=value`` overrides. A layer that sets a component's ``name`` to
+another component drops the keys of the old one: the new component starts from its own defaults plus what that layer (and later ones) set. Every key is
 checked: an unknown key is an error that names it and lists the valid keys; values are checked against
 the dataclass field types. The result is a :class:`RunConfig` whose ``tree()`` is the full resolved
 configuration, defaults included, and whose ``hash()`` identifies a run (the seed excluded).
@@ -178,20 +178,24 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 
 def load_recipe(name_or_path: str) -> tuple[dict[str, Any], Path]:
-    """The recipe as a dict, with its ``base`` chain merged underneath it."""
+    """The recipe file as a dict (its ``base`` is resolved by :func:`recipe_layers`)."""
     path = find_config("algos", name_or_path)
-    recipe = load_toml(path)
+    return load_toml(path), path
+
+
+def recipe_layers(recipe: dict[str, Any], task: str | None, _seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Layers of a recipe for a task: its base's layers, then its own top level, then its own matching
+    per-task tables. A derived recipe's settings therefore win over everything of its base."""
+    layers: list[dict[str, Any]] = []
     base = recipe.get("base")
     if base:
-        if Path(str(base)).stem == path.stem and Path(str(base)).suffix != ".toml":
-            raise ValueError(f"{path}: a recipe cannot be its own base")
+        if str(base) in _seen:
+            raise ValueError(f"recipe base cycle: {' -> '.join((*_seen, str(base)))}")
         base_recipe, _ = load_recipe(str(base))
-        base_tasks = base_recipe.pop("tasks", {})
-        own_tasks = recipe.get("tasks", {})
-        merged = _deep_merge(base_recipe, {k: v for k, v in recipe.items() if k not in ("base", "tasks")})
-        merged["tasks"] = {**base_tasks, **own_tasks}
-        recipe = merged
-    return recipe, path
+        layers += recipe_layers(base_recipe, task, (*_seen, str(base)))
+    layers.append({k: v for k, v in recipe.items() if k not in RECIPE_META_KEYS})
+    layers += task_layers(recipe, task)
+    return layers
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -245,9 +249,7 @@ def resolve(
     if isinstance(recipe, str):
         algo = algo or Path(recipe).stem
         recipe, _ = load_recipe(recipe)
-    recipe = copy.deepcopy(recipe)
-    base_layer = {k: v for k, v in recipe.items() if k not in RECIPE_META_KEYS}
-    layers = [base_layer, *task_layers(recipe, task)]
+    layers = recipe_layers(copy.deepcopy(recipe), task)
     if preset:
         layers.append(preset)
     layers.append(overrides_to_tree(overrides))
