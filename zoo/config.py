@@ -9,13 +9,14 @@ engine's own sections (DESIGN.md, "Canonical config keys")::
     [tasks."hopper-medium-v2"]
     penalty.coef = 5.0
 
-Resolution applies, in order: the recipe's ``base`` recipe (if any, with its own per-task tables), the
-recipe, every ``[tasks.PATTERN]`` table of the recipe whose pattern matches the task (``fnmatch``; in
-file order), a preset, then ``--set key=value`` overrides. A layer that sets a component's ``name`` to
-another component drops the keys of the old one: the new component starts from its own defaults plus what that layer (and later ones) set. Every key is
-checked: an unknown key is an error that names it and lists the valid keys; values are checked against
-the dataclass field types. The result is a :class:`RunConfig` whose ``tree()`` is the full resolved
-configuration, defaults included, and whose ``hash()`` identifies a run (the seed excluded).
+Resolution applies, in order: the recipe's ``base`` recipe (if any, with its own per-task tables),
+the recipe, every ``[tasks.PATTERN]`` table of the recipe whose pattern matches the task (``fnmatch``;
+in file order), a preset, then ``--set key=value`` overrides. A layer that sets a component's
+``name`` to another component drops the keys of the old one: the new component starts from its own
+defaults plus what that layer (and later ones) set. Every key is checked: an unknown key is an error
+that names it and lists the valid keys; values are checked against the dataclass field types. The
+result is a :class:`RunConfig` whose ``tree()`` is the full resolved configuration, defaults
+included, and whose ``hash()`` identifies a run (the seed excluded).
 
 Choices: TOML has no null, so "off" values use sentinels documented per key (``max_epochs = 0`` means no
 cap, ``target_min = -inf`` means no clamp).
