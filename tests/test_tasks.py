@@ -165,3 +165,17 @@ def test_load_neorl_file_from_cache(cache):
     data = small.load()
     assert len(data) == int(np.sum(truth["lengths"])) and data.obs_dim == 12
     assert int(data.terminal.sum()) == 2 and int(data.timeout.sum()) == 1
+
+
+def test_minari_task_uses_the_recorded_env_and_reference(cache):
+    from tests.fixtures import write_minari_dataset
+
+    task = get_task("mujoco/hopper/medium-v0")
+    assert task.spec().obs_dim == 11  # before download: the published env (Hopper-v5)
+    with pytest.raises(DatasetUnavailableError):
+        _ = task.reference
+    write_minari_dataset("mujoco/hopper/medium-v0", env_id="Pendulum-v1", ref_scores=(-1500.0, -150.0))
+    assert (task.reference.min, task.reference.max) == (-1500.0, -150.0)
+    assert (task.spec().obs_dim, task.spec().act_dim) == (3, 1)  # the env recorded in the dataset
+    data = task.load()
+    assert data.obs_dim == 3 and task.make_env().spec.id == "Pendulum-v1"
