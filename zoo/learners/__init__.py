@@ -1,1 +1,5 @@
-"""learners"""
+"""Kind ``learner``: policy learners (sac.md). Importing this package registers them."""
+
+from zoo.learners.sac import SAC
+
+__all__ = ["SAC"]

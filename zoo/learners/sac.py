@@ -1,0 +1,273 @@
+"""SAC with N critics: the policy learner of MOPO, MOBILE, RAMBO, ROMI and ROMBRL (sac.md).
+
+One ``update`` is one gradient step in the order critic → actor → α → Polyak (sac.md §2). Everything
+stays on the learner's device; metrics come back as detached 0-d tensors (no host sync inside a step).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.learners.networks import CriticEnsemble, TanhGaussianActor
+from zoo.protocols import Batch, EnvSpec
+from zoo.registry import register
+
+TargetPenalty = Callable[[Batch, Any], torch.Tensor]
+
+
+def _adam(params: list[nn.Parameter] | list[torch.Tensor], lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel where the device supports it, the foreach path otherwise."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class _CosineFactor:
+    """lr factor ½(1 + cos(π e / T_max)) after e completed epochs, 0 beyond T_max (sac.md §4)."""
+
+    def __init__(self, total_epochs: int) -> None:
+        self.total_epochs = int(total_epochs)
+
+    def __call__(self, epoch: int) -> float:
+        e = min(epoch, self.total_epochs)
+        return 0.5 * (1.0 + math.cos(math.pi * e / self.total_epochs))
+
+
+@register("learner", "sac")
+class SAC:
+    """Soft actor-critic with N batched critics, tanh-Gaussian actor and clamped auto-α (sac.md §1-§2, §4)."""
+
+    @dataclass
+    class Config:
+        actor_lr: float = 1e-4
+        critic_lr: float = 3e-4
+        alpha_lr: float = 1e-4
+        hidden: list[int] = field(default_factory=lambda: [256, 256])
+        num_critics: int = 2
+        gamma: float = 0.99
+        tau: float = 0.005
+        alpha: float = 0.2  # the fixed α when auto_alpha is off
+        auto_alpha: bool = True
+        target_entropy: float | str = "auto"  # "auto" = -d_a
+        alpha_max: float = 1.0  # inf: no clamp (sac.md §6 #2, #3)
+        deterministic_backup: bool = False
+        target_min: float = -math.inf  # -inf: off; MOBILE/ROMBRL use 0.0
+        max_q_backup: bool = False
+        max_q_samples: int = 10
+        actor_schedule: str = "none"  # "none" | "cosine"
+        critic_init: str = "linear"  # "linear" | "dynamics" (sac.md §6 #7)
+        log_std_min: float = -5.0
+        log_std_max: float = 2.0
+
+    def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.device = torch.device(device)
+        if cfg.actor_schedule not in ("none", "cosine"):
+            raise ValueError(f"learner.actor_schedule must be 'none' or 'cosine', got {cfg.actor_schedule!r}")
+        if cfg.num_critics < 1:
+            raise ValueError(f"learner.num_critics must be >= 1, got {cfg.num_critics}")
+        hidden = list(cfg.hidden)
+        self.actor = TanhGaussianActor(
+            spec.obs_dim, spec.act_dim, hidden, spec.act_scale, cfg.log_std_min, cfg.log_std_max
+        ).to(self.device)
+        self.critic = CriticEnsemble(spec.obs_dim, spec.act_dim, hidden, cfg.num_critics, cfg.critic_init).to(
+            self.device
+        )
+        self.critic_target = copy.deepcopy(self.critic)
+        self.critic_target.requires_grad_(False)
+        self.actor_optimizer = _adam(list(self.actor.parameters()), cfg.actor_lr, self.device)
+        self.critic_optimizer = _adam(list(self.critic.parameters()), cfg.critic_lr, self.device)
+        self.actor_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.total_epochs: int | None = None
+
+        if isinstance(cfg.target_entropy, str):
+            if cfg.target_entropy != "auto":
+                raise ValueError(f"learner.target_entropy must be a number or 'auto', got {cfg.target_entropy!r}")
+            self.target_entropy = -float(spec.act_dim)
+        else:
+            self.target_entropy = float(cfg.target_entropy)
+        self.log_alpha = nn.Parameter(torch.zeros((), device=self.device), requires_grad=cfg.auto_alpha)
+        self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr, self.device) if cfg.auto_alpha else None
+        self._alpha = self._current_alpha()
+        # Noise source of ``update`` (None: torch's global generator). The trainer may set a seeded one.
+        self.generator: torch.Generator | None = None
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+        self._actor_params = list(self.actor.parameters())
+
+    # -- protocol: acting and evaluating ------------------------------------------------------
+    @property
+    def alpha(self) -> torch.Tensor:
+        """The α used in the losses (0-d tensor; exp(log α) clamped at alpha_max when auto)."""
+        return self._alpha
+
+    @property
+    def gamma(self) -> float:
+        return self.cfg.gamma
+
+    def _current_alpha(self) -> torch.Tensor:
+        if not self.cfg.auto_alpha:
+            return torch.tensor(float(self.cfg.alpha), device=self.device)
+        return self.log_alpha.detach().exp().clamp(max=self.cfg.alpha_max)
+
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(action, pre_tanh_action, log_prob [B, 1]); deterministic = a_max · tanh(μ(s)) (sac.md §1)."""
+        return self.actor.sample(obs, deterministic, generator)
+
+    def log_prob(self, obs: torch.Tensor, pre_tanh_action: torch.Tensor) -> torch.Tensor:
+        """log π(a_max tanh(u)|s), [B, 1], differentiable in the actor's parameters (sac.md §1)."""
+        return self.actor.log_prob(obs, pre_tanh_action)
+
+    def q(self, obs: torch.Tensor, act: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Q-values [N, B, 1] of the online (or target) critics; differentiable w.r.t. obs and act."""
+        return (self.critic_target if target else self.critic)(obs, act)
+
+    def value(self, obs: torch.Tensor, target: bool = False, action: str = "deterministic") -> torch.Tensor:
+        """min_j Q_j(s, a) at the deterministic or a sampled action, [B, 1]; no entropy term."""
+        if action not in ("deterministic", "sample"):
+            raise ValueError(f"action must be 'deterministic' or 'sample', got {action!r}")
+        a, _, _ = self.actor.sample(obs, deterministic=action == "deterministic", generator=self.generator)
+        return self.q(obs, a, target=target).amin(0)
+
+    # -- protocol: one gradient step ----------------------------------------------------------
+    @torch.no_grad()
+    def critic_target_value(
+        self, batch: Batch, target_penalty: TargetPenalty | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The critic target y [B, 1] and the penalty (or None), sac.md §2.1 (no gradient)."""
+        cfg = self.cfg
+        next_obs = batch.next_obs
+        if cfg.max_q_backup:
+            m = cfg.max_q_samples
+            rep = next_obs.unsqueeze(0).expand(m, *next_obs.shape)
+            a_next, _, _ = self.actor.sample(rep, generator=self.generator)
+            v_next = self.critic_target(rep, a_next).amax(1).amin(0)  # [N, m, B, 1] -> max_m, min_j
+        else:
+            a_next, _, logp_next = self.actor.sample(next_obs, generator=self.generator)
+            v_next = self.critic_target(next_obs, a_next).amin(0)
+            if not cfg.deterministic_backup:
+                v_next = v_next - self._alpha * logp_next
+        reward = batch.reward
+        penalty = None
+        if target_penalty is not None:
+            penalty = target_penalty(batch, self)
+            reward = reward - penalty
+        y = reward + cfg.gamma * (1.0 - batch.terminal) * v_next
+        if cfg.target_min != -math.inf:
+            y = y.clamp_min(cfg.target_min)
+        return y, penalty
+
+    def update(self, batch: Batch, target_penalty: TargetPenalty | None = None) -> dict[str, torch.Tensor]:
+        """One SAC step: critic → actor → α → Polyak (sac.md §2). Metrics are detached 0-d tensors."""
+        cfg = self.cfg
+        alpha = self._alpha
+
+        # 1-2. critic: one Adam over the ensemble, loss = Σ_j mean_b (Q_j(s,a) − y)²
+        y, penalty = self.critic_target_value(batch, target_penalty)
+        q_pred = self.critic(batch.obs, batch.act)
+        critic_loss = (q_pred - y).square().mean(dim=(1, 2)).sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        # 3. actor, against the updated online critics; gradients only into the actor's parameters
+        a_pi, _, logp_pi = self.actor.sample(batch.obs, generator=self.generator)
+        q_pi = self.critic(batch.obs, a_pi).amin(0)
+        actor_loss = (alpha * logp_pi - q_pi).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=self._actor_params)
+        self.actor_optimizer.step()
+
+        # 4. temperature, then the clamp α = min(exp(log α), alpha_max) used from the next step on
+        logp_mean = logp_pi.detach().mean()
+        if self.alpha_optimizer is not None:
+            alpha_loss = -self.log_alpha * (logp_mean + self.target_entropy)
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            self._alpha = self._current_alpha()
+
+        # 5. Polyak: θ̄ ← (1 − τ) θ̄ + τ θ
+        with torch.no_grad():
+            torch._foreach_mul_(self._target_params, 1.0 - cfg.tau)
+            torch._foreach_add_(self._target_params, self._critic_params, alpha=cfg.tau)
+
+        q_det = q_pred.detach()
+        metrics = {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "alpha": alpha,
+            "q_mean": q_det.mean(),
+            "q_max": q_det.max(),
+            "log_pi": logp_mean,
+        }
+        if penalty is not None:
+            metrics["penalty_mean"] = penalty.detach().mean()
+        return metrics
+
+    # -- learning-rate schedule (sac.md §4) -----------------------------------------------------
+    def set_total_epochs(self, n: int) -> None:
+        """Create the actor's cosine schedule (T_max = n epochs, η_min = 0) when actor_schedule is cosine."""
+        self.total_epochs = int(n)
+        if self.cfg.actor_schedule != "cosine":
+            return
+        if n < 1:
+            raise ValueError(f"total epochs must be >= 1, got {n}")
+        for group in self.actor_optimizer.param_groups:  # a fresh schedule starts from the base lr
+            group["lr"] = group.get("initial_lr", group["lr"])
+        self.actor_scheduler = torch.optim.lr_scheduler.LambdaLR(self.actor_optimizer, _CosineFactor(n))
+
+    def epoch_end(self) -> None:
+        """Step the actor schedule once per epoch (after the epoch's updates, before evaluation)."""
+        if self.actor_scheduler is not None:
+            self.actor_scheduler.step()
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "alpha_optimizer": None if self.alpha_optimizer is None else self.alpha_optimizer.state_dict(),
+            "total_epochs": self.total_epochs,
+            "actor_scheduler": None if self.actor_scheduler is None else self.actor_scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Optimizers keep the loaded state tensors by reference: copy them so two learners never share state.
+        state = {k: copy.deepcopy(v) if k.endswith("optimizer") else v for k, v in state.items()}
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        if self.alpha_optimizer is not None and state.get("alpha_optimizer") is not None:
+            self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self._alpha = self._current_alpha()
+        self.actor_scheduler = None
+        self.total_epochs = state.get("total_epochs")
+        if state.get("actor_scheduler") is not None and self.cfg.actor_schedule == "cosine":
+            assert self.total_epochs is not None
+            lrs = [g["lr"] for g in self.actor_optimizer.param_groups]
+            self.actor_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.actor_optimizer, _CosineFactor(self.total_epochs)
+            )
+            self.actor_scheduler.load_state_dict(state["actor_scheduler"])
+            for group, lr in zip(self.actor_optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr  # the restored optimizer already carries the scheduled lr
