@@ -33,6 +33,10 @@ def _setup(config_dir: list[Path] | None, plugin: list[str] | None) -> None:
 
     for d in config_dir or []:
         add_config_dir(d)
+    if config_dir:
+        from zoo.tasks.suites import register_suites
+
+        register_suites()  # the user's suites join the registry (zoo list, bench)
     for module in plugin or []:
         REGISTRY.load_module(module)
 

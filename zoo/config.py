@@ -82,7 +82,7 @@ class EvalConfig:
     """``eval``: evaluation schedule (evaluation.md §3, §5)."""
 
     every: int = 1000
-    episodes: int = 10
+    episodes: int = 10  # 0: no evaluation (benchmarks, sweeps that only want the model)
     last_k: int = 10  # final score = mean of the last K evaluations
 
 

@@ -383,7 +383,7 @@ class Trainer:
                     tick, acc, acc_n = now, {}, 0
                     self._check_divergence(values, t + 1)
                     _write(metrics_fh, {"step": t + 1, "kind": "train", **values})
-                if (t + 1) % cfg.eval.every == 0 or last:
+                if cfg.eval.episodes > 0 and ((t + 1) % cfg.eval.every == 0 or last):
                     ev = self.evaluate()
                     _write(
                         metrics_fh,
