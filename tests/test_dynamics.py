@@ -502,3 +502,16 @@ def test_penalty_members_switch() -> None:
     assert make_model(penalty_members="elites").penalty_index().tolist() == [0, 1]
     with pytest.raises(ValueError, match="penalty_members"):
         make_model(penalty_members="some")
+
+
+def test_no_grad_forward_equals_autograd_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ens_mod, "INFERENCE_CHUNK", 7)  # several chunks, the last one short
+    model = make_model()
+    obs, act = torch.randn(30, 3), torch.randn(30, 2)
+    mean, logvar = model(obs, act)
+    with torch.no_grad():
+        mean_ng, logvar_ng = model(obs, act)
+        per_member = model(obs.expand(3, -1, -1), act.expand(3, -1, -1))
+    torch.testing.assert_close(mean_ng, mean.detach())
+    torch.testing.assert_close(logvar_ng, logvar.detach())
+    torch.testing.assert_close(per_member[0], mean.detach())

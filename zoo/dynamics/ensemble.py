@@ -28,6 +28,7 @@ from zoo.registry import register
 LOG_2PI = math.log(2.0 * math.pi)
 MIXTURES = ("logsumexp", "exp_float64")
 PENALTY_MEMBERS = ("all", "elites")
+INFERENCE_CHUNK = 1024  # rows per chunk of a gradient-free forward pass on the CPU
 
 
 class _TransitionLike(Protocol):
@@ -116,13 +117,30 @@ class GaussianEnsemble(nn.Module):
         return self.min_logvar + F.softplus(upper - self.min_logvar)
 
     def forward_scaled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(μ, ℓ) [E, B, D] from already-scaled inputs [B, in] or [E, B, in]."""
-        h = x
+        """(μ, ℓ) [E, B, D] from already-scaled inputs [B, in] or [E, B, in].
+
+        Without autograd (``torch.no_grad``) the rows run in chunks with in-place activations: the same values,
+        less memory traffic on large rollout batches.
+        """
         last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < last:
-                h = F.silu(h)
+        if torch.is_grad_enabled():
+            h = x
+            for i, layer in enumerate(self.layers):
+                h = layer(h)
+                if i < last:
+                    h = F.silu(h)
+        else:
+            rows = x.shape[-2]
+            chunk = rows if x.device.type == "cuda" else max(1, INFERENCE_CHUNK)
+            outs = []
+            for start in range(0, rows, chunk):
+                h = x[..., start : start + chunk, :]
+                for i, layer in enumerate(self.layers):
+                    h = layer(h)
+                    if i < last:
+                        h = F.silu(h, inplace=True)
+                outs.append(h)
+            h = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         mean, raw = h.split(self.out_dim, dim=-1)
         return mean, self.soft_clamp(raw)
 
