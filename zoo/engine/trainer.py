@@ -407,10 +407,16 @@ class Trainer:
                     raise TrainingInterrupted(f"stopped at step {t + 1}; continue with --resume")
 
     def _check_divergence(self, values: dict[str, float], step: int) -> None:
+        """Q estimates, or the TD error (sqrt of the critic loss), beyond 100x any plausible return."""
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         q_abs = max(abs(values.get("q_max", 0.0)), abs(values.get("q_mean", 0.0)))
-        if bad or q_abs > self.q_limit:
-            what = f"non-finite {', '.join(bad)}" if bad else f"|Q| = {q_abs:.3g} > {self.q_limit:.3g}"
+        td = math.sqrt(max(values.get("critic_loss", 0.0), 0.0))
+        if bad or max(q_abs, td) > self.q_limit:
+            what = (
+                f"non-finite {', '.join(bad)}"
+                if bad
+                else f"|Q| = {q_abs:.3g}, TD error = {td:.3g} (limit {self.q_limit:.3g})"
+            )
             raise DivergenceError(
                 f"training diverged by step {step}: {what}. The last good checkpoint "
                 f"({self.checkpoint_path}) is kept; lower the learning rates or the rollout horizon."
