@@ -527,7 +527,10 @@ def _validate(cfg: Any) -> None:
 
 def _adam_kwargs(device: torch.device) -> dict[str, Any]:
     """Fused Adam where torch supports it on this device (fewer kernel launches); foreach otherwise."""
-    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+    major, minor = (int(p) for p in torch.__version__.split(".")[:2])
+    if device.type == "cuda" or (device.type == "cpu" and (major, minor) >= (2, 4)):  # CPU fused Adam: torch 2.4+
+        return {"fused": True}
+    return {"foreach": True}
 
 
 def _progress_bar() -> Any:
