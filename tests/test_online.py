@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -10,18 +12,23 @@ from zoo.learners.online import DeterministicPolicy, OnlineRun, evaluate, train_
 
 
 @pytest.fixture(scope="module")
-def run() -> OnlineRun:
-    return train_online(
-        "Pendulum-v1",
-        steps=650,
-        seed=3,
-        learner_cfg={"hidden": [32, 32]},
-        start_steps=200,
-        batch_size=64,
-        eval_every=300,
-        eval_episodes=2,
-        progress=False,
-    )
+def run() -> Iterator[OnlineRun]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one thread is faster and does not stall on shared cores
+    try:
+        yield train_online(
+            "Pendulum-v1",
+            steps=650,
+            seed=3,
+            learner_cfg={"hidden": [32, 32]},
+            start_steps=200,
+            batch_size=64,
+            eval_every=300,
+            eval_episodes=2,
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(n)
 
 
 def test_checkpoints(run: OnlineRun) -> None:
@@ -51,7 +58,7 @@ def test_episodes_are_whole_and_in_order(run: OnlineRun) -> None:
 
 def test_rebuilt_policy_is_deterministic_and_matches_the_actor(run: OnlineRun) -> None:
     policy = run.policy()
-    assert isinstance(policy, DeterministicPolicy)
+    assert isinstance(policy, DeterministicPolicy) and policy.name == "sac-Pendulum-v1-seed3-step650"
     obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     a1, a2 = policy.act(obs), policy.act(obs)
     assert a1.shape == (5, 1) and a1.dtype == np.float32 and np.array_equal(a1, a2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -327,6 +328,16 @@ def test_same_seed_same_metrics() -> None:
         assert all(torch.equal(m1[k], m2[k]) for k in m1)
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny networks run faster on one thread, and do not stall when other processes share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_bandit_actor_learns_the_best_action() -> None:
     """One state, reward −(a − 0.5)², every row terminal: Q → r, the actor's mode → a ≈ 0.5."""
     torch.manual_seed(0)

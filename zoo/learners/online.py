@@ -40,10 +40,12 @@ class OnlineCheckpoint:
 
 
 class DeterministicPolicy:
-    """Behaviour-policy interface: ``act(obs [B, d_s]) -> actions [B, d_a]`` (numpy), a_max · tanh(μ(s))."""
+    """Behaviour-policy interface (zoo.data.collect): ``act(obs [B, d_s]) -> actions [B, d_a]`` (numpy),
+    a_max · tanh(μ(s)), and a ``name``."""
 
-    def __init__(self, actor: TanhGaussianActor, device: torch.device | str = "cpu") -> None:
+    def __init__(self, actor: TanhGaussianActor, device: torch.device | str = "cpu", name: str = "sac") -> None:
         self.actor = actor.to(device).eval()
+        self.name = name
         self.device = torch.device(device)
 
     @torch.no_grad()
@@ -85,7 +87,9 @@ class OnlineRun:
             if not self.checkpoints:
                 raise ValueError("this run has no checkpoints")
             checkpoint = self.checkpoints[-1 if checkpoint is None else checkpoint]
-        return policy_from_state(self.spec, self.learner_cfg, checkpoint.actor_state, device)
+        policy = policy_from_state(self.spec, self.learner_cfg, checkpoint.actor_state, device)
+        policy.name = f"sac-{self.env_id}-seed{self.seed}-step{checkpoint.step}"
+        return policy
 
 
 def policy_from_state(
