@@ -69,7 +69,7 @@ def test_neorl_and_pendulum_tables():
     assert normalized_score("neorl-hopper-low", 5.0) == pytest.approx(0.0)
     assert normalized_score("pendulum-random", PENDULUM_RANDOM_RETURN) == pytest.approx(0.0)
     assert normalized_score("pendulum-expert", PENDULUM_EXPERT_RETURN) == pytest.approx(100.0)
-    assert PENDULUM_EXPERT_RETURN == -150.0  # provisional until the engine measures the expert
+    assert -200 < PENDULUM_EXPERT_RETURN < -100  # measured (zoo.data.behaviour); re-checked in test_quick_suite
     assert -1400 < PENDULUM_RANDOM_RETURN < -1000 and math.isfinite(PENDULUM_RANDOM_RETURN)
 
 

@@ -67,24 +67,38 @@ class RandomPolicy:
         return self.rng.uniform(self.low, self.high, size=(batch, *self.low.shape)).astype(self.dtype)
 
 
-# quality name -> factory(env, seed) -> BehaviourPolicy. The engine issue adds medium, expert, medium-replay.
+def _behaviour_policy(quality: str) -> Callable[[gym.Env, int], BehaviourPolicy]:
+    def factory(env: gym.Env, seed: int) -> BehaviourPolicy:
+        from zoo.data.behaviour import quality_policy
+
+        return quality_policy(env.spec.id, quality, seed)  # type: ignore[union-attr]
+
+    return factory
+
+
+def _medium_replay(env_id: str, seed: int) -> list[dict[str, Any]]:
+    from zoo.data.behaviour import medium_replay_episodes
+
+    return medium_replay_episodes(env_id, seed)
+
+
+# quality name -> factory(env, seed) -> BehaviourPolicy. medium and expert come from one online SAC run
+# (zoo.data.behaviour); medium-replay is that run's replay buffer, so it is a list of episodes, not a policy.
 QUALITIES: dict[str, Callable[[gym.Env, int], BehaviourPolicy]] = {
     "random": lambda env, seed: RandomPolicy(env.action_space, seed),
+    "medium": _behaviour_policy("medium"),
+    "expert": _behaviour_policy("expert"),
 }
-_PENDING_QUALITIES: dict[str, str] = {
-    "medium": "the SAC learner (engine)",
-    "expert": "the SAC learner (engine)",
-    "medium-replay": "the SAC learner (engine)",
-}
+REPLAY_QUALITIES: dict[str, Callable[[str, int], list[dict[str, Any]]]] = {"medium-replay": _medium_replay}
 
 
-def get_quality(quality: str) -> Callable[[gym.Env, int], BehaviourPolicy]:
-    """The policy factory of a data quality; a known but not yet available one says what it needs."""
+def get_quality(quality: str) -> Callable[..., Any]:
+    """The policy factory (or, for replay qualities, the episode source) of a data quality."""
     if quality in QUALITIES:
         return QUALITIES[quality]
-    available = ", ".join(sorted(QUALITIES))
-    if quality in _PENDING_QUALITIES:
-        raise ValueError(f"quality {quality!r} needs {_PENDING_QUALITIES[quality]}; available: {available}")
+    if quality in REPLAY_QUALITIES:
+        return REPLAY_QUALITIES[quality]
+    available = ", ".join(sorted([*QUALITIES, *REPLAY_QUALITIES]))
     raise ValueError(f"unknown quality {quality!r}; available: {available}")
 
 
@@ -201,8 +215,11 @@ def collect_dataset(
     ref_max_score: float | None = None,
     overwrite: bool = False,
     description: str | None = None,
+    played: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Collect ``episodes`` episodes of ``policy`` on ``env_id`` into the Minari dataset ``dataset_id``.
+
+    ``played`` writes given episodes instead (a replay buffer; ``policy`` is then unused).
 
     Episode k is reset with seed + k and the policy (when it has ``seed``) is seeded with ``seed``. The
     fingerprint of the flattened data goes into the metadata as ``zoo_fingerprint``; reference scores too
@@ -231,14 +248,15 @@ def collect_dataset(
     root.mkdir(parents=True, exist_ok=True)
     tmp_root = root / f".tmp-collect-{uuid.uuid4().hex[:12]}"
     try:
-        env = gym.make(env_id, **(env_kwargs or {}))
-        try:
-            if hasattr(policy, "seed"):
-                policy.seed(seed)  # type: ignore[attr-defined]
-            env.action_space.seed(seed)
-            played = _play(env, policy, episodes, seed)
-        finally:
-            env.close()
+        if played is None:
+            env = gym.make(env_id, **(env_kwargs or {}))
+            try:
+                if hasattr(policy, "seed"):
+                    policy.seed(seed)  # type: ignore[attr-defined]
+                env.action_space.seed(seed)
+                played = _play(env, policy, episodes, seed)
+            finally:
+                env.close()
         buffers = [
             EpisodeBuffer(
                 id=k,
@@ -262,7 +280,11 @@ def collect_dataset(
                 author="mbrl-zoo",
                 code_permalink="https://pypi.org/project/mbrl-zoo/",
                 description=description
-                or f"{quality} behaviour data on {env_id}: {episodes} episodes, reset seeds {seed}+k",
+                or (
+                    f"{quality} behaviour data on {env_id}: {episodes} episodes, reset seeds {seed}+k"
+                    if policy is not None
+                    else f"{quality} data on {env_id}: {episodes} replay-buffer episodes of online SAC seed {seed}"
+                ),
                 ref_min_score=ref_min_score,
                 ref_max_score=ref_max_score,
                 eval_env=_env_spec(env_id, env_kwargs) if ref_max_score is not None else None,
@@ -272,7 +294,7 @@ def collect_dataset(
             extra: dict[str, Any] = {
                 METADATA_KEY: fingerprint,
                 "zoo_quality": quality,
-                "zoo_policy": getattr(policy, "name", type(policy).__name__),
+                "zoo_policy": "replay buffer" if policy is None else getattr(policy, "name", type(policy).__name__),
                 "zoo_seed": seed,
                 "zoo_episodes": episodes,
                 "zoo_env_kwargs": dict(env_kwargs or {}),
@@ -303,6 +325,11 @@ def collect_quality(
     """Build the ``quality`` behaviour policy for ``env_id`` (seeded with ``seed``) and collect with it."""
     factory = get_quality(quality)
     dataset_id = dataset_id or default_dataset_id(env_id, quality)
+    if quality in REPLAY_QUALITIES:
+        played = factory(env_id, seed)
+        return collect_dataset(
+            env_id, None, len(played), dataset_id, seed=seed, quality=quality, played=played, **kwargs  # type: ignore[arg-type]
+        )
     env = gym.make(env_id, **kwargs.get("env_kwargs", None) or {})
     try:
         policy = factory(env, seed)

@@ -1,0 +1,68 @@
+"""The quick suite end to end (``slow`` tier): the four Pendulum datasets collected from one online SAC run,
+and MOPO and MOBILE trained offline on pendulum-medium beating uniform random actions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.data.behaviour import behaviour_run, medium_checkpoint, random_return
+from zoo.engine.run import train_run
+from zoo.tasks.references import PENDULUM_EXPERT_RETURN, PENDULUM_RANDOM_RETURN, normalized_score
+from zoo.tasks.task import get_task
+
+pytestmark = pytest.mark.slow
+
+QUICK = ["pendulum-random", "pendulum-medium", "pendulum-medium-replay", "pendulum-expert"]
+
+
+@pytest.fixture(scope="module")
+def quick_datasets(quick_data_dir: Path) -> dict:
+    return {name: get_task(name).load() for name in QUICK}
+
+
+def test_qualities_are_ordered_and_the_expert_matches_its_reference(quick_datasets: dict) -> None:
+    mean = {name: float(d.episode_returns().mean()) for name, d in quick_datasets.items()}
+    assert mean["pendulum-random"] < mean["pendulum-medium"] < mean["pendulum-expert"]
+    # The reference constant was measured from exactly this collection (100 episodes, seeds 0..99).
+    assert mean["pendulum-expert"] == pytest.approx(PENDULUM_EXPERT_RETURN, abs=15.0)
+    assert mean["pendulum-random"] == pytest.approx(PENDULUM_RANDOM_RETURN, abs=60.0)
+    assert {len(d) for n, d in quick_datasets.items() if n != "pendulum-medium-replay"} == {20_000}
+    assert all(d.terminal.sum() == 0 for d in quick_datasets.values())  # Pendulum never terminates
+
+
+def test_medium_is_the_one_third_checkpoint_and_replay_stops_there(quick_datasets: dict) -> None:
+    run = behaviour_run("Pendulum-v1", 0)
+    rand, expert = random_return("Pendulum-v1"), run.checkpoints[-1].eval_return
+    chosen = medium_checkpoint(run, rand)
+    target = rand + (expert - rand) / 3
+    assert all(abs(chosen.eval_return - target) <= abs(c.eval_return - target) for c in run.checkpoints)
+    replay = quick_datasets["pendulum-medium-replay"]
+    episodes_before = sum(1 for end in run.episode_end_steps if end <= chosen.step)
+    assert int(replay.episode_ends().sum()) == episodes_before
+    assert len(replay) == 200 * episodes_before  # whole 200-step episodes
+
+
+BUDGET = [
+    "rollout.every=500",
+    "rollout.batch=5000",
+    "eval.every=1000",
+    "eval.episodes=5",
+    "eval.last_k=1",
+    "dynamics.max_epochs=20",
+    "log_every=500",
+    "checkpoint_every=0",
+]
+
+
+@pytest.mark.parametrize("algo", ["mopo", "mobile"])
+def test_offline_training_beats_random_actions_on_pendulum_medium(
+    algo: str, quick_datasets: dict, tmp_path: Path
+) -> None:
+    result = train_run(algo, "pendulum-medium", seed=0, out=tmp_path, overrides=BUDGET, steps=3000, progress=False)
+    random_score = float(normalized_score("pendulum-medium", PENDULUM_RANDOM_RETURN))
+    assert np.isfinite(result["score"])
+    assert random_score == pytest.approx(0.0)
+    assert result["score"] > random_score + 25.0, result
