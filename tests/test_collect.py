@@ -11,6 +11,7 @@ import pytest
 
 from zoo.data.collect import (
     QUALITIES,
+    REPLAY_QUALITIES,
     BehaviourPolicy,
     RandomPolicy,
     collect_dataset,
@@ -97,10 +98,11 @@ def test_failure_while_writing_leaves_nothing(cache, monkeypatch):
 
 
 def test_qualities():
-    assert set(QUALITIES) == {"random"}
-    with pytest.raises(ValueError, match="quality 'medium' needs the SAC learner .engine.; available: random"):
-        get_quality("medium")
-    with pytest.raises(ValueError, match="unknown quality"):
+    assert set(QUALITIES) == {"random", "medium", "expert"}
+    assert set(REPLAY_QUALITIES) == {"medium-replay"}
+    assert get_quality("medium-replay") is REPLAY_QUALITIES["medium-replay"]
+    available = "available: expert, medium, medium-replay, random"
+    with pytest.raises(ValueError, match=f"unknown quality 'legendary'; {available}"):
         get_quality("legendary")
 
 

@@ -71,8 +71,8 @@ def test_collect_path_list_info_and_download_local(cache):
     assert info["transitions"] == 400 and info["episodes"] == 2 and info["timeouts"] == 2
     again = runner.invoke(data_app, ["collect", "--episodes", "2"])
     assert again.exit_code == 1 and "overwrite" in again.output
-    bad = runner.invoke(data_app, ["collect", "--quality", "expert", "--episodes", "2"])
-    assert bad.exit_code == 1 and "SAC learner" in bad.output
+    bad = runner.invoke(data_app, ["collect", "--quality", "legendary", "--episodes", "2"])
+    assert bad.exit_code == 1 and "unknown quality 'legendary'" in bad.output
     # download of a cached task prints its path and touches no network
     dl = runner.invoke(data_app, ["download", "pendulum-random"])
     assert dl.exit_code == 0 and dl.stdout.strip().endswith("zoo/pendulum/random-v0")

@@ -130,8 +130,6 @@ def test_missing_dataset_says_how_to_get_it(cache):
         get_task("neorl-hopper-low").load()
     with pytest.raises(DatasetUnavailableError, match="zoo data download"):
         get_task("mujoco/hopper/medium-v0").load()
-    with pytest.raises(DatasetUnavailableError, match="collected on first use.*SAC"):
-        get_task("pendulum-medium").load()
 
 
 def test_load_d4rl_file_from_cache(cache):
