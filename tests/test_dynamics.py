@@ -494,16 +494,6 @@ def test_mixture_logsumexp_stays_finite_where_exp_underflows() -> None:
     assert torch.all(torch.isfinite(per_member))
 
 
-def test_penalty_members_switch() -> None:
-    model = make_model()
-    assert model.penalty_index().tolist() == [0, 1, 2]
-    with torch.no_grad():
-        model.elites.copy_(torch.tensor([2, 1]))
-    assert make_model(penalty_members="elites").penalty_index().tolist() == [0, 1]
-    with pytest.raises(ValueError, match="penalty_members"):
-        make_model(penalty_members="some")
-
-
 def test_no_grad_forward_equals_autograd_forward(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ens_mod, "INFERENCE_CHUNK", 7)  # several chunks, the last one short
     model = make_model()

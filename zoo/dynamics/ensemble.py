@@ -27,7 +27,6 @@ from zoo.registry import register
 
 LOG_2PI = math.log(2.0 * math.pi)
 MIXTURES = ("logsumexp", "exp_float64")
-PENALTY_MEMBERS = ("all", "elites")
 INFERENCE_CHUNK = 1024  # rows per chunk of a gradient-free forward pass on the CPU
 
 
@@ -59,7 +58,6 @@ class GaussianEnsemble(nn.Module):
         batch_size: int = 256
         improvement: float = 0.01
         logvar_init: list[float] = field(default_factory=lambda: [0.5, -10.0])
-        penalty_members: str = "all"
         mixture_logprob: str = "logsumexp"
 
     def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device | str = "cpu") -> None:
@@ -99,12 +97,6 @@ class GaussianEnsemble(nn.Module):
     @property
     def num_elites(self) -> int:
         return self.cfg.elites
-
-    def penalty_index(self) -> torch.Tensor:
-        """Members a rollout penalty looks at: all E or the elites (``penalty_members``, dynamics.md §14 #1)."""
-        if self.cfg.penalty_members == "elites":
-            return self.elites
-        return torch.arange(self.cfg.ensemble, device=self.elites.device)
 
     # -- network ------------------------------------------------------------------------------
     def scale(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -519,8 +511,6 @@ def _validate(cfg: Any) -> None:
         errors.append("batch_size and patience must be >= 1 and max_epochs >= 0 (0 = no cap)")
     if cfg.mixture_logprob not in MIXTURES:
         errors.append(f"mixture_logprob must be one of {', '.join(MIXTURES)}, got {cfg.mixture_logprob!r}")
-    if cfg.penalty_members not in PENALTY_MEMBERS:
-        errors.append(f"penalty_members must be one of {', '.join(PENALTY_MEMBERS)}, got {cfg.penalty_members!r}")
     if errors:
         raise ValueError("invalid gaussian_ensemble config: " + "; ".join(errors))
 
