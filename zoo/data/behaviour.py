@@ -14,14 +14,12 @@ otherwise it is measured with uniform random actions over 100 seeded episodes.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from zoo.io import atomic_torch_save
 from zoo.paths import data_dir
 
 # Online budgets per env (env steps; one SAC update per step). Pendulum-v1 is solved well within this.
@@ -75,16 +73,7 @@ def behaviour_run(env_id: str, seed: int = 0, steps: int | None = None, progress
         "steps": run.steps,
         "wall_s": run.wall_s,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(state, path)
     run.learner = None
     return run
 

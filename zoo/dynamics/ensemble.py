@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.dynamics.layers import EnsembleLinear
+from zoo.io import atomic_torch_save
 from zoo.protocols import EnvSpec, FitReport, ModelStep
 from zoo.registry import register
 
@@ -441,14 +441,7 @@ class GaussianEnsemble(nn.Module):
             "spec": asdict(self.spec),
             "state": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_torch_save(payload, path)
         return path
 
     def load(self, path: str | os.PathLike[str]) -> GaussianEnsemble:

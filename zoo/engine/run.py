@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import RunConfig, resolve
-from zoo.engine.pretrain import atomic_write_text
+from zoo.io import atomic_write_text
 
 
 @dataclass(frozen=True)

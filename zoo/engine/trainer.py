@@ -38,8 +38,9 @@ from zoo.data.transitions import Transitions
 from zoo.engine.buffer import RingBuffer
 from zoo.engine.evaluate import EvalResult, eval_seed, evaluate_policy
 from zoo.engine.normalizer import ObsNormalizer
-from zoo.engine.pretrain import atomic_torch_save, pretrained_dynamics
+from zoo.engine.pretrain import pretrained_dynamics
 from zoo.engine.rollout import DivergenceError, model_rollout
+from zoo.io import atomic_torch_save
 from zoo.protocols import Batch, Context, EnvSpec
 
 STEPS_PER_EPOCH = 1000  # "epoch" in every spec: 1000 gradient steps
