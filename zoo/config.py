@@ -24,6 +24,7 @@ cap, ``target_min = -inf`` means no clamp).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import fnmatch
@@ -348,12 +349,9 @@ def coerce(value: Any, annotation: Any) -> Any:
     if annotation is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(annotation):
-            try:
+            with contextlib.suppress(TypeError):
                 return coerce(value, option)
-            except TypeError as err:
-                errors.append(str(err))
         raise TypeError(f"expected {_type_name(annotation)}, got {value!r}")
     if annotation is type(None):
         if value is None:

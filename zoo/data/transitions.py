@@ -9,7 +9,7 @@ loaders mark a trailing partial episode as truncated (``timeout = 1``), evaluati
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,3 @@ class Transitions:
             f"terminals={int(self.terminal.sum())}, timeouts={int(self.timeout.sum())}, device={self.device})"
         )
 
-
-def field_names() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(Transitions) if f.name != "meta")

@@ -58,12 +58,11 @@ def model_rollout(
     penalty_sum = torch.zeros((), device=obs.device)
     terminal_sum = torch.zeros((), device=obs.device)
     finite = torch.ones((), dtype=torch.bool, device=obs.device)
-    wants_members = penalty is not None  # rollout-stage penalties read every member's prediction
     for _ in range(horizon):
         if obs.shape[0] == 0:
             break
         act, _, _ = learner.act(obs, deterministic=False, generator=generator)
-        step = _step(model, obs, act, generator, wants_members)
+        step = model.step(obs, act, generator=generator)
         done = termination(obs, act, step.next_obs)
         reward = step.reward
         if penalty is not None:
@@ -91,9 +90,3 @@ def model_rollout(
         terminal_frac=float(terminal_sum) / max(stored, 1),
     )
 
-
-def _step(model: Any, obs: torch.Tensor, act: torch.Tensor, generator: Any, all_members: bool) -> Any:
-    """``model.step``; asks for the elite-only fast path when no penalty needs every member's output."""
-    if not all_members and getattr(model, "supports_elite_only_step", False):
-        return model.step(obs, act, generator=generator, all_members=False)
-    return model.step(obs, act, generator=generator)

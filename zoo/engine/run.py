@@ -134,11 +134,12 @@ def train_run(
     if result_path.exists() and not resume:
         return json.loads(result_path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
+    versions = package_versions()
     atomic_write_text(run_dir / "config.toml", cfg.to_toml())
     atomic_write_text(
         run_dir / "environment.json",
         json.dumps(
-            {"versions": package_versions(), "git_revision": git_revision(), "started": time.time()}, indent=2
+            {"versions": versions, "git_revision": git_revision(), "started": time.time()}, indent=2
         ),
     )
     (run_dir / "error.json").unlink(missing_ok=True)
@@ -176,7 +177,7 @@ def train_run(
         **summary,
         "loader": cfg.data.loader,
         "eval_env": task_obj.env_id,
-        "mujoco": package_versions().get("mujoco"),
+        "mujoco": versions.get("mujoco"),
         "noise": noise if noise == "none" else f"{noise}:{noise_scale}",
         "normalize_obs": cfg.data.normalize_obs,
         "status": "finished",

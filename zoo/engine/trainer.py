@@ -295,7 +295,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
         self.rule.load_state_dict(state["rule"])
         self.evaluations = [Evaluation(**e) for e in state["evaluations"]]
-        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
+        self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         return True
 
