@@ -3,7 +3,8 @@
 All episodes of one evaluation run at once in a Gymnasium ``SyncVectorEnv``; the deterministic policy
 acts on the whole batch of observations. Episode k of evaluation number e of a run with seed s resets
 with seed ``eval_seed(s, e, k)``. Under the ``relative_delta`` noise protocol only the observation the
-policy sees is perturbed (evaluation.md §4); rewards and termination come from the true env.
+policy sees is perturbed (evaluation.md §4), by ``zoo.tasks.noise.RelativeDeltaObservationNoise`` around
+each env; rewards and termination come from the true env.
 """
 
 from __future__ import annotations
@@ -16,32 +17,12 @@ import numpy as np
 import torch
 
 from zoo.engine.normalizer import ObsNormalizer
+from zoo.tasks.noise import NOISE_MODES, with_observation_noise
 
 
 def eval_seed(seed: int, evaluation: int, episode: int) -> int:
     """A distinct, reproducible reset seed per (run seed, evaluation index, episode)."""
     return (seed * 1_000_003 + evaluation * 1_009 + episode) % (2**31 - 1)
-
-
-class RelativeDeltaNoise:
-    """õ_0 = s_0;  õ_{t+1} = s_{t+1} + σ·ξ ⊙ (s_{t+1} − õ_t),  ξ ~ N(0, I)  (evaluation.md §4), per env row."""
-
-    def __init__(self, scale: float, rng: np.random.Generator) -> None:
-        self.scale = scale
-        self.rng = rng
-        self.last: np.ndarray | None = None
-
-    def reset(self, obs: np.ndarray) -> np.ndarray:
-        self.last = np.array(obs, dtype=np.float64, copy=True)
-        return self.last.copy()
-
-    def __call__(self, obs: np.ndarray, reset_rows: np.ndarray | None = None) -> np.ndarray:
-        assert self.last is not None, "call reset() first"
-        noisy = obs + self.scale * self.rng.standard_normal(obs.shape) * (obs - self.last)
-        if reset_rows is not None and reset_rows.any():
-            noisy[reset_rows] = obs[reset_rows]
-        self.last = noisy
-        return noisy.copy()
 
 
 @dataclass
@@ -74,17 +55,15 @@ def evaluate_policy(
     if len(seeds) != episodes:
         raise ValueError(f"need one seed per episode: {episodes} episodes, {len(seeds)} seeds")
     normalizer = normalizer or ObsNormalizer()
-    envs = gym.vector.SyncVectorEnv([make_env for _ in range(episodes)])
+    if noise not in NOISE_MODES:
+        raise ValueError(f"unknown eval noise {noise!r}; use one of {', '.join(NOISE_MODES)}")
+
+    def make_seen_env() -> gym.Env:
+        return with_observation_noise(make_env(), noise, noise_scale, noise_seed)
+
+    envs = gym.vector.SyncVectorEnv([make_seen_env for _ in range(episodes)])
     try:
-        obs, _ = envs.reset(seed=seeds)
-        noiser = None
-        if noise == "relative_delta":
-            noiser = RelativeDeltaNoise(noise_scale, np.random.default_rng(noise_seed))
-            seen = noiser.reset(obs)
-        elif noise in ("none", "", None):
-            seen = obs
-        else:
-            raise ValueError(f"unknown eval noise {noise!r}; use 'none' or 'relative_delta'")
+        seen, _ = envs.reset(seed=seeds)
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         active = np.ones(episodes, dtype=bool)
@@ -98,7 +77,7 @@ def evaluate_policy(
             active &= ~(terminated | truncated)
             if not active.any():
                 break
-            seen = noiser(obs) if noiser is not None else obs
+            seen = obs
         return EvalResult(returns=returns, lengths=lengths)
     finally:
         envs.close()

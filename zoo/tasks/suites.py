@@ -19,9 +19,9 @@ from typing import Any
 
 from zoo.paths import list_configs
 from zoo.registry import REGISTRY, UnknownComponentError
+from zoo.tasks.noise import NOISE_MODES
 from zoo.tasks.task import Task, get_task
 
-NOISE_MODES: tuple[str, ...] = ("none", "relative_delta")
 DEFAULT_NOISE_SCALE = 0.05
 SUITE_KEYS: tuple[str, ...] = ("description", "tasks", "noise", "noise_scale", "base")
 
