@@ -1,4 +1,4 @@
-"""The ``zoo`` command line: ``list``, ``train``, ``data``.
+"""The ``zoo`` command line: ``bench``, ``leaderboard``, ``eval``, ``list``, ``train``, ``data``.
 
 Built with typer: typed options are parsed and checked from the function signatures (no ``type=bool``
 argparse pitfalls, sac.md §6 #1), help pages come for free, and rich renders tables and errors.
@@ -126,6 +126,161 @@ def train(
         f"score {result['score']:.1f} (return {result['return']:.1f}, last {result['score_evals']} evals)"
     )
     console.print(json.dumps({k: result[k] for k in ("score", "return", "steps", "wall_s")}))
+
+
+@app.command()
+def bench(
+    suite: Annotated[
+        list[str] | None, typer.Option(help="Suite(s) to run (repeat or comma-separate). Default: quick.")
+    ] = None,
+    algos: Annotated[
+        str | None, typer.Option(help="Comma-separated recipes (names or .toml paths). Default: every recipe.")
+    ] = None,
+    tasks: Annotated[str | None, typer.Option(help="Only these tasks of the suite(s), comma-separated.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds 0..N-1 (default: the preset's, else 5).")] = None,
+    seed_list: Annotated[str | None, typer.Option("--seed-list", help="Explicit seeds, e.g. 3,7.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Dotted override for every run, e.g. --set eval.episodes=5")
+    ] = None,
+    sweep: Annotated[
+        list[str] | None, typer.Option(help="A hyperparameter axis, e.g. --sweep penalty.coef=0.5,1.0 (repeatable).")
+    ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(help="Budget preset (configs/presets/NAME.toml); auto = quick for the quick suite; none."),
+    ] = "auto",
+    executor: Annotated[str, typer.Option(help="Executor: local (process pool) or ray.")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Runs at once (default: sensible for this machine).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads per local worker (default: cores // workers).")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray instance).")] = None,
+    executor_set: Annotated[
+        list[str] | None, typer.Option("--executor-set", help="Executor option key=value, e.g. cpus_per_run=2")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results"),
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    download: Annotated[bool, typer.Option(help="Download missing datasets before starting.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed runs again from scratch.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and its estimated cost, then exit.")
+    ] = False,
+    live: Annotated[bool | None, typer.Option("--live/--no-live", help="Live progress view (default: on a terminal).")]
+    = None,
+    config_dir: ConfigDirOpt = None,
+    plugin: PluginOpt = None,
+) -> None:
+    """Run suites × algorithms × seeds (skipping finished runs), then write and show the leaderboard.
+
+    With no arguments: the quick suite, every recipe, the quick budget preset, 2 seeds."""
+    _setup(config_dir, plugin)
+    from zoo.bench.scheduler import SweepInterrupted
+    from zoo.bench.sweep import bench as run_bench
+    from zoo.config import parse_override
+
+    executor_cfg: dict[str, object] = {}
+    for text in executor_set or []:
+        path, value = parse_override(text)
+        executor_cfg[".".join(path)] = value
+    for key, value in (("workers", workers), ("threads", threads), ("address", address)):
+        if value is not None:
+            executor_cfg[key] = value
+    try:
+        run_bench(
+            suites=suite,
+            algos=[algos] if algos else None,
+            seeds=seeds,
+            seed_list=seed_list,
+            overrides=set_,
+            sweep=sweep,
+            preset=preset,
+            tasks=[tasks] if tasks else None,
+            out=out,
+            executor=executor,
+            executor_cfg=executor_cfg,
+            retry_failed=retry_failed,
+            download=download,
+            dry_run=dry_run,
+            device=device,
+            plugins=plugin,
+            config_dirs=[str(d) for d in config_dir or []],
+            console=console,
+            live=live,
+        )
+    except SweepInterrupted as stop:
+        err_console.print(f"[yellow]{stop}[/]")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def leaderboard(
+    suite: Annotated[list[str] | None, typer.Option(help="Only these suites (repeat or comma-separate).")] = None,
+    format_: Annotated[
+        list[str] | None,
+        typer.Option("--format", help="md | csv | tex | html (repeatable; one format is also printed). Default: all."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Results directory holding runs/.")] = Path("results"),
+    dest: Annotated[Path | None, typer.Option(help="Where to write (default: OUT/leaderboard).")] = None,
+    plots: Annotated[bool, typer.Option(help="Write the learning-curve plots.")] = True,
+    config_dir: ConfigDirOpt = None,
+    plugin: PluginOpt = None,
+) -> None:
+    """Regenerate the leaderboards from OUT/runs (nothing is retrained; the same runs give the same files)."""
+    _setup(config_dir, plugin)
+    from zoo.bench.leaderboard import (
+        FORMATS,
+        render_csv,
+        render_html,
+        render_markdown,
+        render_rich,
+        render_tex,
+        write_leaderboards,
+    )
+    from zoo.bench.sweep import split_list
+
+    formats = tuple(split_list(format_)) or FORMATS
+    boards, written = write_leaderboards(out, suites=split_list(suite) or None, formats=formats, dest=dest, plots=plots)
+    if not boards:
+        err_console.print(f"[yellow]no finished or failed runs under {out / 'runs'}[/]")
+        raise typer.Exit(1)
+    if len(formats) == 1 and format_:
+        render = {"md": render_markdown, "csv": render_csv, "tex": render_tex, "html": render_html}[formats[0]]
+        by_suite: dict[str, list] = {}
+        for board in boards:
+            by_suite.setdefault(board.suite, []).append(board)
+        for suite_boards in by_suite.values():
+            typer.echo(render(suite_boards), nl=False)
+    else:
+        for board in boards:
+            console.print(render_rich(board))
+    err_console.print(f"{len(written)} file(s) written to {dest or out / 'leaderboard'}", highlight=False)
+
+
+@app.command("eval")
+def eval_run(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<suite>/<task>/<algo>/<hash>/seed<k>).")],
+    suite: Annotated[
+        str | None, typer.Option(help="Evaluate under this suite's noise setting, e.g. d4rl-noisy.")
+    ] = None,
+    episodes: Annotated[int | None, typer.Option(help="Episodes (default: the run's eval.episodes).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    config_dir: ConfigDirOpt = None,
+    plugin: PluginOpt = None,
+) -> None:
+    """Re-evaluate a saved policy (e.g. under observation noise) without retraining."""
+    _setup(config_dir, plugin)
+    from zoo.bench.reeval import reevaluate
+
+    record = reevaluate(run_dir, suite=suite, episodes=episodes, device=device)
+    console.print(
+        f"[bold green]evaluated[/] {record['algo']} on {record['task']} seed {record['seed']} "
+        f"(step {record['checkpoint_step']}, suite {record['suite']}, noise {record['noise']}, "
+        f"{record['episodes']} episodes): score {record['score']:.1f} ± {record['score_std']:.1f}, "
+        f"return {record['return_mean']:.1f}"
+    )
+    if not record["in_suite"]:
+        console.print(f"[yellow]note:[/] {record['task']} is not a task of suite {record['suite']}")
+    console.print(json.dumps({k: record[k] for k in ("score", "score_std", "return_mean", "return_std", "episodes")}))
 
 
 def _mount_data_commands() -> None:

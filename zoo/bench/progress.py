@@ -1,0 +1,184 @@
+"""The live view of a sweep (issue 5, item 4): runs done / running / failed, per-run progress, ETA.
+
+On a terminal it is a rich ``Live`` display refreshed twice a second; per-run progress is read from the tail of
+each running run's ``metrics.jsonl`` (written every ``log_every`` steps), so it works with any executor whose
+workers share the results directory. Elsewhere (CI logs, pipes) it prints one line per event instead.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from zoo.bench.store import last_progress
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class SweepView:
+    """Receives the scheduler's events; renders them live on a terminal, as lines otherwise."""
+
+    def __init__(self, console: Console | None = None, live: bool | None = None, poll_every: float = 1.0) -> None:
+        self.console = console or Console()
+        self.live_enabled = self.console.is_terminal if live is None else live
+        self.poll_every = poll_every
+        self._live: Live | None = None
+        self.running: dict[str, dict[str, Any]] = {}
+        self.total = self.done_before = self.done = self.failed = self.interrupted = 0
+        self.pretrain_total = self.pretrain_finished = 0
+        self.steps_total = self.steps_done = 0
+        self.start_time = time.time()
+        self._last_poll = 0.0
+        self.header = ""
+        self.recent: list[str] = []
+
+    # -- scheduler events ----------------------------------------------------------------------
+    def start(self, plan: Any, state: Any, pretrain_jobs: list[Any], executor: Any) -> None:
+        self.start_time = time.time()
+        self.total = len(plan.runs)
+        self.done_before = len(state.done)
+        self.failed = len(state.failed)
+        self.pretrain_total = len(pretrain_jobs)
+        self.steps_total = sum(spec.cfg.steps for spec in state.todo)
+        self.header = (
+            f"zoo bench: {self.total} runs ({', '.join(plan.suites)} × {len(plan.algos)} algos × "
+            f"{len(plan.seeds)} seeds); {self.done_before} finished before, {len(state.failed)} failed before, "
+            f"{len(state.todo)} to run, {self.pretrain_total} ensembles to pretrain · {executor.describe()}"
+        )
+        if self.live_enabled:
+            self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
+            self._live.__enter__()
+        else:
+            self.console.print(self.header, highlight=False)
+
+    def job_started(self, job: Any) -> None:
+        entry = {"kind": job.kind, "started": time.time(), "step": 0, "score": None}
+        if job.kind == "run":
+            entry.update(spec=job.spec, total=job.spec.cfg.steps)
+        else:
+            entry.update(total=0)
+        self.running[job.id] = entry
+        self._refresh()
+
+    def pretrain_done(self, job: Any, value: dict[str, Any]) -> None:
+        self.running.pop(job.id, None)
+        self.pretrain_finished += 1
+        how = "loaded from the cache" if value.get("cached") else f"trained in {value.get('wall_s', 0):.0f}s"
+        self._event(f"[green]pretrained[/] {job.id}: {how}")
+
+    def pretrain_failed(self, job: Any, message: str) -> None:
+        self.running.pop(job.id, None)
+        self.pretrain_finished += 1
+        self._event(f"[red]pretraining failed[/] {job.id}: {message}")
+
+    def run_done(self, spec: Any, result: dict[str, Any]) -> None:
+        entry = self.running.pop(spec.id, None)
+        self.done += 1
+        self.steps_done += spec.cfg.steps
+        wall = time.time() - entry["started"] if entry else result.get("wall_s", 0.0)
+        score = result.get("score")
+        score_text = f"score {score:.1f}" if isinstance(score, float) else ""
+        self._event(f"[green]done[/] {spec.label} {spec.task} seed {spec.seed}: {score_text} ({wall:.0f}s)")
+
+    def run_failed(self, spec: Any, message: str) -> None:
+        entry = self.running.pop(spec.id, None)
+        self.failed += 1
+        if entry:
+            self.steps_done += spec.cfg.steps
+        self._event(f"[red]failed[/] {spec.label} {spec.task} seed {spec.seed}: {message.splitlines()[0][:200]}")
+
+    def run_interrupted(self, spec: Any) -> None:
+        self.running.pop(spec.id, None)
+        self.interrupted += 1
+        self._event(f"[yellow]stopped[/] {spec.label} {spec.task} seed {spec.seed} (checkpointed; resumes next time)")
+
+    def interrupting(self, running: int) -> None:
+        self._event(
+            f"[yellow]Ctrl-C: asking {running} running job(s) to checkpoint and stop (press again to stop at once)[/]"
+        )
+
+    def poll(self, out: Path) -> None:
+        now = time.time()
+        if now - self._last_poll < self.poll_every:
+            return
+        self._last_poll = now
+        for entry in self.running.values():
+            if entry["kind"] == "run":
+                step, score = last_progress(entry["spec"].run_dir(out))
+                entry["step"], entry["score"] = step, score if score is not None else entry["score"]
+        self._refresh()
+
+    def stop(self, report: Any) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+            self._live.__exit__(None, None, None)
+            self._live = None
+        self.console.print(
+            f"{len(report.finished)} run(s) trained, {len(report.skipped)} already finished, "
+            f"{len(report.failed)} failed, {self.interrupted} stopped, in {_duration(report.wall_s)}",
+            highlight=False,
+        )
+
+    # -- rendering ----------------------------------------------------------------------------
+    def eta(self) -> float | None:
+        partial = sum(min(e["step"], e["total"]) for e in self.running.values() if e["kind"] == "run")
+        fraction = (self.steps_done + partial) / self.steps_total if self.steps_total else 0.0
+        if fraction < 0.02:
+            return None
+        elapsed = time.time() - self.start_time
+        return elapsed * (1.0 - fraction) / fraction
+
+    def render(self) -> Group:
+        finished = self.done_before + self.done
+        eta = self.eta()
+        running = sum(e["kind"] == "run" for e in self.running.values())
+        summary = Text.from_markup(
+            f"[bold]{finished}/{self.total}[/] runs done · [cyan]{running}[/] running · [red]{self.failed}[/] "
+            f"failed · pretrained {self.pretrain_finished}/{self.pretrain_total} · "
+            f"elapsed {_duration(time.time() - self.start_time)} · ETA {_duration(eta) if eta is not None else '-'}"
+        )
+        bar = ProgressBar(total=max(1, self.total), completed=finished + self.failed, width=60)
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        table.add_column("running")
+        table.add_column("progress", width=32)
+        table.add_column("step", justify="right")
+        table.add_column("score", justify="right")
+        table.add_column("time", justify="right")
+        for job_id, e in sorted(self.running.items(), key=lambda kv: kv[1]["started"]):
+            elapsed = _duration(time.time() - e["started"])
+            if e["kind"] == "run":
+                spec = e["spec"]
+                name = f"{spec.label} · {spec.task} · seed {spec.seed}"
+                progress = ProgressBar(total=max(1, e["total"]), completed=min(e["step"], e["total"]), width=30)
+                score = "-" if e["score"] is None else f"{e['score']:.1f}"
+                table.add_row(name, progress, f"{e['step']}/{e['total']}", score, elapsed)
+            else:
+                table.add_row(job_id, Text("pretraining the ensemble", style="magenta"), "", "", elapsed)
+        parts: list[Any] = [Text(self.header, style="dim"), summary, bar]
+        if self.running:
+            parts.append(table)
+        parts.extend(Text.from_markup(line) for line in self.recent[-5:])
+        return Group(*parts)
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+
+    def _event(self, line: str) -> None:
+        if self._live is not None:
+            self.recent.append(line)
+            self._refresh()
+        else:
+            self.console.print(line, highlight=False)

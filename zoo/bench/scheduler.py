@@ -1,0 +1,305 @@
+"""Running a plan: datasets first, then one pretraining job per distinct ensemble, then the runs that need it
+(issue 5, item 2).
+
+- The store is the source of truth: a run with ``result.json`` is skipped; one with ``error.json`` is
+  reported as failed and skipped unless ``retry_failed`` (then it starts again from scratch); any other run
+  starts, or resumes from its checkpoint when an interrupted sweep left one.
+- Every distinct (task, loader, dynamics config, ``data.normalize_obs``, seed) is pretrained by exactly one
+  job, before any run that needs it starts; those runs then load it from the cache (``mopo`` and ``mbpo``
+  share theirs). A failed pretraining fails its runs, with its error.
+- A failing run writes ``error.json`` and the sweep goes on. A worker process that dies takes the jobs it
+  was running down with it: they are queued once more, then recorded as failed.
+- Ctrl-C: running jobs are asked to stop at their next step (they checkpoint), queued jobs are dropped; a
+  second Ctrl-C stops at once. Running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.bench.executors import Executor
+from zoo.bench.grid import Plan, PretrainJob, RunSpec
+from zoo.bench.jobs import RunFailed, WorkerEnv, pretrain_job, train_job
+from zoo.io import atomic_write_text
+
+INTERRUPT_GRACE_S = 30.0  # how long running jobs get to checkpoint after a Ctrl-C
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep stopped on Ctrl-C; running the same command again resumes it."""
+
+
+@dataclass
+class Job:
+    kind: str  # pretrain | run
+    id: str
+    spec: RunSpec | None = None
+    pretrain: PretrainJob | None = None
+    attempts: int = 0
+    started: float = 0.0
+
+
+@dataclass
+class BenchReport:
+    """What happened to every run of the plan."""
+
+    finished: list[RunSpec] = field(default_factory=list)  # trained by this sweep
+    skipped: list[RunSpec] = field(default_factory=list)  # finished before
+    failed: dict[str, str] = field(default_factory=dict)  # run id -> error (this sweep or before)
+    failed_before: list[str] = field(default_factory=list)
+    pretrained: dict[str, dict[str, Any]] = field(default_factory=dict)  # group key -> pretrain job result
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+
+@dataclass
+class RunState:
+    """Classification of a plan's runs from the store."""
+
+    done: list[RunSpec]
+    failed: list[RunSpec]
+    todo: list[RunSpec]
+
+
+def classify(plan: Plan, out: Path, retry_failed: bool = False) -> RunState:
+    done, failed, todo = [], [], []
+    for spec in plan.runs:
+        run_dir = spec.run_dir(out)
+        if (run_dir / "result.json").is_file():
+            done.append(spec)
+        elif (run_dir / "error.json").is_file() and not retry_failed:
+            failed.append(spec)
+        else:
+            todo.append(spec)
+    return RunState(done, failed, todo)
+
+
+def read_error(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "error.json").read_text()).get("error", "unknown error"))
+    except (OSError, json.JSONDecodeError):
+        return "unknown error"
+
+
+def write_error(run_dir: Path, message: str, tb: str = "", overwrite: bool = False) -> None:
+    path = run_dir / "error.json"
+    if path.exists() and not overwrite:
+        return
+    atomic_write_text(path, json.dumps({"error": message, "traceback": tb, "step": None}, indent=2))
+
+
+def ensure_datasets(tasks: list[str], download: bool, log: Any = print) -> None:
+    """Collect (local tasks) or download (with ``download``) every dataset the plan needs, before any job;
+    a missing dataset that may not be downloaded is an error naming every such task and how to get it."""
+    from zoo.data.errors import DatasetUnavailableError
+    from zoo.tasks.task import get_task
+
+    missing = []
+    for name in tasks:
+        task = get_task(name)
+        if task.dataset_path() is not None:
+            continue
+        if task.source == "local" or download:
+            log(f"collecting the dataset of {name} ..." if task.source == "local" else f"downloading {name} ...")
+            task.download()
+        else:
+            missing.append(f"{name} ({task.how_to_get()})")
+    if missing:
+        raise DatasetUnavailableError(
+            "datasets not in the cache: " + "; ".join(missing) + ". Pass --download to fetch them all first."
+        )
+
+
+def _payload(spec: RunSpec, out: Path, device: str | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "recipe": spec.recipe,
+        "task": spec.task,
+        "seed": spec.seed,
+        "suite": spec.suite,
+        "overrides": list(spec.overrides),
+        "preset": spec.preset_layer,
+        "device": device,
+        "out": str(out),
+        "run_id": {
+            "suite": spec.suite,
+            "task": spec.task,
+            "algo": spec.algo,
+            "config_hash": spec.cfg.hash(),
+            "seed": spec.seed,
+        },
+        **extra,
+    }
+
+
+def run_plan(
+    plan: Plan,
+    out: Path,
+    executor: Executor,
+    env: WorkerEnv,
+    view: Any,
+    retry_failed: bool = False,
+    device: str | None = None,
+) -> BenchReport:
+    """Run every unfinished run of ``plan``; returns the report (raises SweepInterrupted on Ctrl-C)."""
+    out = Path(out)
+    start = time.time()
+    state = classify(plan, out, retry_failed)
+    report = BenchReport(skipped=list(state.done))
+    for spec in state.failed:
+        report.failed[spec.id] = read_error(spec.run_dir(out))
+        report.failed_before.append(spec.id)
+    for spec in [*state.done, *state.failed]:  # e.g. a run trained by `zoo train` with the same config
+        _write_bench_meta(spec, out)
+
+    restart_fresh = {spec.id for spec in state.todo if (spec.run_dir(out) / "error.json").is_file()}
+    pretrain_jobs = plan.pretrain_jobs(state.todo)
+    waiting: dict[str, list[RunSpec]] = {job.key: [] for job in pretrain_jobs}
+    queue: deque[Job] = deque(Job("pretrain", job.id, pretrain=job) for job in pretrain_jobs)
+    for spec in state.todo:
+        if spec.pretrain is None:
+            queue.append(Job("run", spec.id, spec=spec))
+        else:
+            waiting[spec.pretrain].append(spec)
+    view.start(plan, state, pretrain_jobs, executor)
+    inflight: dict[cf.Future, Job] = {}
+
+    def submit(job: Job) -> None:
+        job.attempts += 1
+        job.started = time.time()
+        if job.kind == "pretrain":
+            assert job.pretrain is not None
+            payload = _payload(job.pretrain.runs[0], out, device)
+            fut = executor.submit(pretrain_job, payload)
+        else:
+            assert job.spec is not None
+            _write_bench_meta(job.spec, out)
+            payload = _payload(
+                job.spec,
+                out,
+                device,
+                resume=job.spec.id not in restart_fresh,
+                return_files=executor.returns_files,
+            )
+            fut = executor.submit(train_job, payload)
+        inflight[fut] = job
+        view.job_started(job)
+
+    def fail_run(spec: RunSpec, message: str, tb: str = "", overwrite: bool = False, since: float = 0.0) -> None:
+        run_dir = spec.run_dir(out)
+        _write_bench_meta(spec, out)
+        path = run_dir / "error.json"
+        stale = path.is_file() and path.stat().st_mtime < since  # left by an earlier attempt
+        write_error(run_dir, message, tb, overwrite=overwrite or stale)
+        report.failed[spec.id] = read_error(run_dir)
+        view.run_failed(spec, report.failed[spec.id])
+
+    def finish(fut: cf.Future, job: Job) -> None:
+        err = fut.exception()
+        if job.kind == "pretrain":
+            assert job.pretrain is not None
+            dependents = waiting.pop(job.pretrain.key, [])
+            if err is None:
+                report.pretrained[job.pretrain.key] = fut.result()
+                view.pretrain_done(job, fut.result())
+                queue.extend(Job("run", spec.id, spec=spec) for spec in dependents)
+            else:
+                message = f"pretraining failed: {type(err).__name__}: {err}"
+                view.pretrain_failed(job, message)
+                for spec in dependents:
+                    fail_run(spec, message, _format_tb(err), overwrite=True)
+            return
+        assert job.spec is not None
+        spec = job.spec
+        if err is None:
+            value = fut.result()
+            _restore_files(spec.run_dir(out), value.get("files", {}))
+            report.finished.append(spec)
+            view.run_done(spec, value.get("result") or {})
+        elif isinstance(err, KeyboardInterrupt):  # stopped on Ctrl-C with a checkpoint: resumes next time
+            view.run_interrupted(spec)
+        else:
+            if isinstance(err, RunFailed):
+                _restore_files(spec.run_dir(out), err.files)
+            fail_run(spec, f"{type(err).__name__}: {err}", _format_tb(err), since=job.started)
+
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < executor.slots:
+                submit(queue.popleft())
+            done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                job = inflight.pop(fut)
+                if isinstance(fut.exception(), cf.process.BrokenProcessPool):
+                    broken = True
+                    if job.attempts < 2:
+                        queue.appendleft(job)
+                        continue
+                    err = fut.exception()
+                    if job.kind == "run":
+                        assert job.spec is not None
+                        fail_run(job.spec, f"worker process died twice while running it ({err})")
+                    else:
+                        finish(fut, job)
+                    continue
+                finish(fut, job)
+            if broken:
+                for fut, job in list(inflight.items()):  # the pool is gone: its other jobs go back in the queue
+                    inflight.pop(fut)
+                    queue.appendleft(job)
+                executor.restart()
+            view.poll(out)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        view.interrupting(len(inflight))
+        executor.interrupt()
+        try:
+            deadline = time.time() + INTERRUPT_GRACE_S
+            while inflight and time.time() < deadline:
+                done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    job = inflight.pop(fut)
+                    if not isinstance(fut.exception(), cf.process.BrokenProcessPool):
+                        finish(fut, job)
+        except KeyboardInterrupt:
+            pass
+        executor.shutdown(wait=False)
+        report.wall_s = time.time() - start
+        view.stop(report)
+        raise SweepInterrupted(
+            f"sweep interrupted: {len(report.finished)} run(s) finished in this session; "
+            "run the same command again to resume"
+        ) from None
+    except BaseException:
+        executor.shutdown(wait=False)
+        view.stop(report)
+        raise
+    executor.shutdown(wait=True)
+    report.wall_s = time.time() - start
+    view.stop(report)
+    return report
+
+
+def _write_bench_meta(spec: RunSpec, out: Path) -> None:
+    path = spec.run_dir(out) / "bench.json"
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(spec.bench_meta(), indent=2))
+
+
+def _format_tb(err: BaseException) -> str:
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__))
+
+
+def _restore_files(run_dir: Path, files: dict[str, str]) -> None:
+    """Write back a remote worker's run files where this machine does not already have them."""
+    if not files or ((run_dir / "result.json").is_file() and "result.json" in files):
+        return
+    for name, text in files.items():
+        atomic_write_text(run_dir / name, text)

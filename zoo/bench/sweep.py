@@ -1,0 +1,237 @@
+"""``zoo bench`` as a function: plan, dry run with a cost estimate, datasets, jobs, leaderboard (issue 5).
+
+:func:`bench` is what the command line calls; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from zoo.bench.grid import Plan, expand_grid, parse_seeds, parse_sweep
+from zoo.bench.presets import Preset, load_bench_preset
+
+DEFAULT_SUITE = "quick"
+DEFAULT_SEEDS = 5  # evaluation.md §5.3
+# Learner steps per second and pretraining seconds assumed when results/ has no history yet (a CPU core).
+DEFAULT_STEPS_PER_S = {"cpu": 100.0, "cuda": 300.0}
+DEFAULT_PRETRAIN_S = {"cpu": 120.0, "cuda": 60.0}
+
+
+@dataclass
+class BenchOutcome:
+    plan: Plan
+    report: Any = None  # scheduler.BenchReport (None for a dry run)
+    boards: list[Any] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    estimate: dict[str, Any] = field(default_factory=dict)
+
+
+def all_recipes() -> list[str]:
+    """Every recipe in the config directories (``configs/algos``, ``--config-dir`` ones included)."""
+    from zoo.paths import list_configs
+
+    return sorted(list_configs("algos"))
+
+
+def split_list(values: list[str] | str | None) -> list[str]:
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else values
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def choose_preset(preset: str | None, suites: list[str]) -> Preset | None:
+    """``auto``: the ``quick`` preset for the quick suite alone, recipe budgets otherwise; ``none``: recipe
+    budgets; anything else: that preset."""
+    if preset in (None, "", "none"):
+        return None
+    if preset == "auto":
+        return load_bench_preset("quick") if suites == [DEFAULT_SUITE] else None
+    return load_bench_preset(preset)
+
+
+def _history(out: Path) -> tuple[dict[str, list[float]], list[float], dict[str, list[float]]]:
+    """Seconds per learner step by algo, and pretraining seconds (all, and by dynamics config) from earlier
+    runs in ``out``."""
+    per_step: dict[str, list[float]] = {}
+    for path in (out / "runs").glob("*/*/*/*/seed*/result.json") if (out / "runs").is_dir() else []:
+        try:
+            r = json.loads(path.read_text())
+            if r.get("steps") and r.get("wall_s"):
+                per_step.setdefault(str(r["algo"]), []).append(float(r["wall_s"]) / float(r["steps"]))
+        except (OSError, ValueError, json.JSONDecodeError):
+            continue
+    pretrain_all: list[float] = []
+    pretrain_by: dict[str, list[float]] = {}
+    for path in (out / "cache" / "dynamics").glob("*/meta.json") if (out / "cache").is_dir() else []:
+        try:
+            m = json.loads(path.read_text())
+            pretrain_all.append(float(m["wall_s"]))
+            pretrain_by.setdefault(json.dumps(m["dynamics"], sort_keys=True), []).append(float(m["wall_s"]))
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            continue
+    return per_step, pretrain_all, pretrain_by
+
+
+def estimate_cost(plan: Plan, todo: list[Any], out: Path, slots: int, device: str = "cpu") -> dict[str, Any]:
+    """A rough cost: learner steps × seconds per step (from earlier runs of the same algorithm in ``out``,
+    else a default rate) plus pretraining jobs × their past duration; wall time = total / slots."""
+    per_step, pretrain_all, pretrain_by = _history(out)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    run_s, from_history = 0.0, 0
+    for spec in todo:
+        rates = per_step.get(spec.algo)
+        if rates:
+            from_history += 1
+            rate = statistics.median(rates)
+        else:
+            rate = 1.0 / DEFAULT_STEPS_PER_S[kind]
+        run_s += spec.cfg.steps * rate
+    pretrain_s = 0.0
+    jobs = plan.pretrain_jobs(todo)
+    for job in jobs:
+        known = pretrain_by.get(json.dumps(job.runs[0].cfg.dynamics.as_dict(), sort_keys=True))
+        past = known or pretrain_all
+        pretrain_s += statistics.median(past) if past else DEFAULT_PRETRAIN_S[kind]
+    total = run_s + pretrain_s
+    return {
+        "runs": len(todo),
+        "pretrain_jobs": len(jobs),
+        "learner_steps": sum(spec.cfg.steps for spec in todo),
+        "compute_s": total,
+        "wall_s": total / max(1, slots),
+        "slots": slots,
+        "runs_with_history": from_history,
+    }
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_plan(console: Console, plan: Plan, state: Any, estimate: dict[str, Any], executor: Any) -> None:
+    table = Table(title="plan", show_lines=False)
+    table.add_column("run id", overflow="fold")
+    table.add_column("column")
+    table.add_column("steps", justify="right")
+    table.add_column("status")
+    done = {s.id for s in state.done}
+    failed = {s.id for s in state.failed}
+    for spec in plan.runs:
+        status = "finished" if spec.id in done else "failed (--retry-failed reruns it)" if spec.id in failed else (
+            "resume" if (spec.run_dir(Path(estimate["out"])) / "checkpoints" / "last.pt").is_file() else "to run"
+        )
+        table.add_row(spec.id, spec.label, f"{spec.cfg.steps:,}", status)
+    console.print(table)
+    console.print(
+        f"{len(plan.runs)} runs: {len(state.done)} finished, {len(state.failed)} failed, {len(state.todo)} to run; "
+        f"{estimate['pretrain_jobs']} ensembles to pretrain (one per distinct task × seed × dynamics config)",
+        highlight=False,
+    )
+    basis = (
+        f"{estimate['runs_with_history']}/{estimate['runs']} runs priced from earlier runs in {estimate['out']}"
+        if estimate["runs"]
+        else "nothing to run"
+    )
+    console.print(
+        f"estimated cost: {estimate['learner_steps']:,} learner steps, about {_hours(estimate['compute_s'])} of "
+        f"compute, about {_hours(estimate['wall_s'])} wall time on {executor.describe()} ({basis}; rough)",
+        highlight=False,
+    )
+
+
+def bench(
+    suites: list[str] | None = None,
+    algos: list[str] | None = None,
+    seeds: int | None = None,
+    seed_list: str | None = None,
+    overrides: list[str] | None = None,
+    sweep: list[str] | None = None,
+    preset: str | None = "auto",
+    tasks: list[str] | None = None,
+    out: Path | str = "results",
+    executor: str = "local",
+    executor_cfg: dict[str, Any] | None = None,
+    retry_failed: bool = False,
+    download: bool = False,
+    dry_run: bool = False,
+    device: str | None = None,
+    plugins: list[str] | None = None,
+    config_dirs: list[str] | None = None,
+    console: Console | None = None,
+    live: bool | None = None,
+    formats: tuple[str, ...] | None = None,
+    reps: int | None = None,
+) -> BenchOutcome:
+    """Expand the grid, run what is not finished, write and print the leaderboard."""
+    from zoo.bench.executors import make_executor
+    from zoo.bench.jobs import WorkerEnv
+    from zoo.bench.leaderboard import FORMATS, render_rich, write_leaderboards
+    from zoo.bench.progress import SweepView
+    from zoo.bench.scheduler import classify, ensure_datasets, run_plan
+
+    console = console or Console()
+    out = Path(out).resolve()
+    suites = split_list(suites) or [DEFAULT_SUITE]
+    recipes = split_list(algos) or all_recipes()
+    chosen = choose_preset(preset, suites)
+    seed_values = parse_seeds(seeds, seed_list, (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS))
+    plan = expand_grid(
+        suites,
+        recipes,
+        seed_values,
+        overrides=overrides,
+        sweep=parse_sweep(sweep),
+        preset=chosen,
+        tasks=split_list(tasks) or None,
+        device=device,
+    )
+    runner = make_executor(executor, **(executor_cfg or {}))
+    state = classify(plan, out, retry_failed)
+    estimate = estimate_cost(plan, state.todo, out, runner.slots, device or ("cuda" if _has_cuda() else "cpu"))
+    estimate["out"] = str(out)
+    outcome = BenchOutcome(plan=plan, estimate=estimate)
+    if dry_run:
+        print_plan(console, plan, state, estimate, runner)
+        return outcome
+    if state.todo:
+        ensure_datasets(plan.tasks, download, log=lambda msg: console.print(msg, highlight=False))
+    env = WorkerEnv(
+        plugins=tuple(plugins or ()),
+        config_dirs=tuple(str(Path(d).resolve()) for d in config_dirs or ()),
+        sys_path=tuple(sys.path),
+        data_dir=os.environ.get("ZOO_DATA"),
+    )
+    view = SweepView(console, live=live)
+    if state.todo:
+        runner.start(env)
+    outcome.report = run_plan(plan, out, runner, env, view, retry_failed=retry_failed, device=device)
+    outcome.boards, outcome.written = write_leaderboards(
+        out, suites=plan.suites, formats=formats or FORMATS, reps=reps
+    )
+    mine = {spec.setting.key() for spec in plan.runs}
+    for board in outcome.boards:
+        if board.setting.key() in mine:
+            console.print(render_rich(board))
+    if outcome.written:
+        console.print(f"leaderboard written to {out / 'leaderboard'}", highlight=False)
+    return outcome
+
+
+def _has_cuda() -> bool:
+    from zoo.bench.executors import cuda_device_count
+
+    return cuda_device_count() > 0
