@@ -31,6 +31,8 @@ def small_cfg(kind: str, name: str, **extra: object) -> dict:
             cfg["max_epochs"] = 2
     if kind == "learner" and "hidden" in keys:
         cfg["hidden"] = [16, 16]
+    if kind == "rule" and name == "romi":  # one model phase of 20 iterations instead of 1000
+        cfg["iterations"] = 20
     cfg.update({k: v for k, v in extra.items() if k in keys})
     return cfg
 

@@ -1,5 +1,6 @@
 """Kind ``rule``: model-update rules (mle now; rambo, romi, rombrl follow)."""
 
 from zoo.rules.mle import MLERule
+from zoo.rules.romi import RomiRule
 
-__all__ = ["MLERule"]
+__all__ = ["MLERule", "RomiRule"]
