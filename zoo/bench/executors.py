@@ -28,6 +28,11 @@ from typing import Any, Protocol, runtime_checkable
 from zoo.bench.jobs import WorkerEnv, prepare_worker
 from zoo.registry import register
 
+
+class MissingExtraError(ImportError):
+    """An optional dependency of the chosen executor is not installed; the message says how to install it."""
+
+
 RAY_INSTALL_HINT = (
     "the ray executor needs Ray, an optional extra: pip install 'mbrl-zoo[ray]' "
     "(in a source checkout: pip install -e '.[ray]')"
@@ -199,7 +204,7 @@ class RayExecutor:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise ImportError(RAY_INSTALL_HINT) from None
+            raise MissingExtraError(RAY_INSTALL_HINT) from None
         if cfg.cpus_per_run <= 0:
             raise ValueError("executor ray: cpus_per_run must be > 0")
         self.cfg = cfg

@@ -152,3 +152,21 @@ class RunFailed(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RunFailed, (str(self), self.files))
+
+
+def worker_info(env: WorkerEnv, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A job that only reports how its worker is set up (executor contract tests, debugging a cluster)."""
+    prepare_worker(env)
+    import torch
+
+    from zoo.registry import REGISTRY
+
+    return {
+        "pid": os.getpid(),
+        "host": os.uname().nodename,
+        "torch_threads": torch.get_num_threads(),
+        "env": {var: os.environ.get(var) for var in (*THREAD_ENV_VARS, "CUDA_VISIBLE_DEVICES", "ZOO_DATA")},
+        "plugins": list(env.plugins),
+        "rules": REGISTRY.names("rule"),
+        "echo": (payload or {}).get("echo"),
+    }

@@ -352,7 +352,7 @@ def render_csv(boards: list[Leaderboard]) -> str:
 
 def _tex_escape(text: str) -> str:
     repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "·": ",", "—": "--"}
     return "".join(repl.get(ch, ch) for ch in text)
 
 

@@ -20,6 +20,7 @@ import json
 import time
 import traceback
 from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,7 @@ def run_plan(
             broken = False
             for fut in done:
                 job = inflight.pop(fut)
-                if isinstance(fut.exception(), cf.process.BrokenProcessPool):
+                if isinstance(fut.exception(), BrokenProcessPool):
                     broken = True
                     if job.attempts < 2:
                         queue.appendleft(job)
@@ -266,7 +267,7 @@ def run_plan(
                 done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     job = inflight.pop(fut)
-                    if not isinstance(fut.exception(), cf.process.BrokenProcessPool):
+                    if not isinstance(fut.exception(), BrokenProcessPool):
                         finish(fut, job)
         except KeyboardInterrupt:
             pass
