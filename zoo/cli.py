@@ -298,12 +298,20 @@ _mount_data_commands()
 
 def main() -> None:
     """Console entry point: clear one-line errors for the user's mistakes, tracebacks for ours."""
+    from zoo.bench.executors import MissingExtraError
     from zoo.data.errors import DatasetError, DatasetUnavailableError
     from zoo.registry import ConfigKeyError, UnknownComponentError
 
     try:
         app()
-    except (UnknownComponentError, ConfigKeyError, DatasetError, DatasetUnavailableError, FileNotFoundError) as err:
+    except (
+        UnknownComponentError,
+        ConfigKeyError,
+        DatasetError,
+        DatasetUnavailableError,
+        FileNotFoundError,
+        MissingExtraError,
+    ) as err:
         err_console.print(f"[bold red]error:[/] {err}")
         raise SystemExit(2) from None
     except ValueError as err:
