@@ -120,8 +120,11 @@ class PretrainJob:
 
     @property
     def id(self) -> str:
-        spec = self.runs[0]
-        return f"pretrain/{self.task}/seed{self.seed}/{self.key[:8]} ({spec.cfg.dynamics.name})"
+        return f"pretrain/{self.task}/seed{self.seed}/{self.key[:8]}"
+
+    @property
+    def label(self) -> str:
+        return f"ensemble · {self.task} · seed {self.seed} (for {', '.join(sorted({r.label for r in self.runs}))})"
 
 
 @dataclass

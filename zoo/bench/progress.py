@@ -68,7 +68,7 @@ class SweepView:
         if job.kind == "run":
             entry.update(spec=job.spec, total=job.spec.cfg.steps)
         else:
-            entry.update(total=0)
+            entry.update(total=0, label=job.pretrain.label)
         self.running[job.id] = entry
         self._refresh()
 
@@ -76,12 +76,12 @@ class SweepView:
         self.running.pop(job.id, None)
         self.pretrain_finished += 1
         how = "loaded from the cache" if value.get("cached") else f"trained in {value.get('wall_s', 0):.0f}s"
-        self._event(f"[green]pretrained[/] {job.id}: {how}")
+        self._event(f"[green]pretrained[/] {job.pretrain.label}: {how}")
 
     def pretrain_failed(self, job: Any, message: str) -> None:
         self.running.pop(job.id, None)
         self.pretrain_finished += 1
-        self._event(f"[red]pretraining failed[/] {job.id}: {message}")
+        self._event(f"[red]pretraining failed[/] {job.pretrain.label}: {message}")
 
     def run_done(self, spec: Any, result: dict[str, Any]) -> None:
         entry = self.running.pop(spec.id, None)
@@ -149,23 +149,27 @@ class SweepView:
             f"failed · pretrained {self.pretrain_finished}/{self.pretrain_total} · "
             f"elapsed {_duration(time.time() - self.start_time)} · ETA {_duration(eta) if eta is not None else '-'}"
         )
-        bar = ProgressBar(total=max(1, self.total), completed=finished + self.failed, width=60)
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=max(1, self.total), completed=finished + self.failed, width=60),
+            Text(f"{finished + self.failed}/{self.total}", style="dim"),
+        )
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-        table.add_column("running")
-        table.add_column("progress", width=32)
+        table.add_column("running", no_wrap=True, overflow="ellipsis", ratio=1)
+        table.add_column("progress", width=22, no_wrap=True)
         table.add_column("step", justify="right")
         table.add_column("score", justify="right")
         table.add_column("time", justify="right")
-        for job_id, e in sorted(self.running.items(), key=lambda kv: kv[1]["started"]):
+        for _, e in sorted(self.running.items(), key=lambda kv: kv[1]["started"]):
             elapsed = _duration(time.time() - e["started"])
             if e["kind"] == "run":
                 spec = e["spec"]
                 name = f"{spec.label} · {spec.task} · seed {spec.seed}"
-                progress = ProgressBar(total=max(1, e["total"]), completed=min(e["step"], e["total"]), width=30)
+                progress = ProgressBar(total=max(1, e["total"]), completed=min(e["step"], e["total"]), width=20)
                 score = "-" if e["score"] is None else f"{e['score']:.1f}"
                 table.add_row(name, progress, f"{e['step']}/{e['total']}", score, elapsed)
             else:
-                table.add_row(job_id, Text("pretraining the ensemble", style="magenta"), "", "", elapsed)
+                table.add_row(e["label"], Text("pretraining", style="magenta"), "", "", elapsed)
         parts: list[Any] = [Text(self.header, style="dim"), summary, bar]
         if self.running:
             parts.append(table)
