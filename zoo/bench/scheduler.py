@@ -201,7 +201,7 @@ def run_plan(
         report.failed[spec.id] = read_error(run_dir)
         view.run_failed(spec, report.failed[spec.id])
 
-    def finish(fut: cf.Future, job: Job) -> None:
+    def finish(fut: cf.Future, job: Job, interrupting: bool = False) -> None:
         err = fut.exception()
         if job.kind == "pretrain":
             assert job.pretrain is not None
@@ -210,6 +210,8 @@ def run_plan(
                 report.pretrained[job.pretrain.key] = fut.result()
                 view.pretrain_done(job, fut.result())
                 queue.extend(Job("run", spec.id, spec=spec) for spec in dependents)
+            elif interrupting:  # stopped by the Ctrl-C: the next session pretrains it again
+                view.pretrain_failed(job, "stopped by Ctrl-C")
             else:
                 message = f"pretraining failed: {type(err).__name__}: {err}"
                 view.pretrain_failed(job, message)
@@ -223,7 +225,9 @@ def run_plan(
             _restore_files(spec.run_dir(out), value.get("files", {}))
             report.finished.append(spec)
             view.run_done(spec, value.get("result") or {})
-        elif isinstance(err, KeyboardInterrupt):  # stopped on Ctrl-C with a checkpoint: resumes next time
+        elif interrupting or isinstance(err, KeyboardInterrupt):
+            # Stopped by the Ctrl-C (with a checkpoint when it got that far; Ray reports a cancelled task as an
+            # error of its own): never recorded as a failure, the next session resumes it.
             view.run_interrupted(spec)
         else:
             if isinstance(err, RunFailed):
@@ -268,7 +272,7 @@ def run_plan(
                 for fut in done:
                     job = inflight.pop(fut)
                     if not isinstance(fut.exception(), BrokenProcessPool):
-                        finish(fut, job)
+                        finish(fut, job, interrupting=True)
         except KeyboardInterrupt:
             pass
         executor.shutdown(wait=False)
