@@ -40,7 +40,8 @@ def test_executor_contract(name: str) -> None:
 
 
 def test_local_executor_threads_and_defaults() -> None:
-    assert default_workers(cores=2, gpus=0) == 2 and default_workers(cores=16, gpus=1) == 4
+    assert default_workers(cores=2, gpus=0, memory_gb=64) == 2 and default_workers(cores=16, gpus=1, memory_gb=64) == 4
+    assert default_workers(cores=64, gpus=0, memory_gb=16) == 10 and default_workers(cores=8, memory_gb=1) == 1
     ex = LocalExecutor(LocalExecutor.Config(workers=3))
     assert ex.slots == 3 and ex.threads == max(1, ex.cores // 3)
     assert "3 worker(s)" in ex.describe()

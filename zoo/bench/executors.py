@@ -76,14 +76,26 @@ def cuda_device_count() -> int:
         return 0
 
 
-def default_workers(cores: int | None = None, gpus: int | None = None) -> int:
+WORKER_MEMORY_GB = 1.5  # a D4RL run: its dataset, a 1.25M-row model buffer, torch itself
+
+
+def total_memory_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def default_workers(cores: int | None = None, gpus: int | None = None, memory_gb: float | None = None) -> int:
     """Sensible parallelism: one single-threaded run per core on a CPU machine (small networks do not
-    speed up with more threads, parallel runs do); with GPUs, up to 4 runs per GPU, at most one per core."""
+    speed up with more threads, parallel runs do); with GPUs, up to 4 runs per GPU, at most one per core;
+    never more workers than the memory holds at about 1.5 GiB each."""
     cores = available_cores() if cores is None else cores
     gpus = cuda_device_count() if gpus is None else gpus
-    if gpus > 0:
-        return max(1, min(cores, 4 * gpus))
-    return max(1, cores)
+    memory_gb = total_memory_gb() if memory_gb is None else memory_gb
+    wanted = min(cores, 4 * gpus) if gpus > 0 else cores
+    by_memory = int(memory_gb // WORKER_MEMORY_GB) if memory_gb != float("inf") else wanted
+    return max(1, min(wanted, by_memory))
 
 
 def _init_local_worker(env: WorkerEnv, counter: Any, gpus: int) -> None:
