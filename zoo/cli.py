@@ -210,6 +210,9 @@ def bench(
     except SweepInterrupted as stop:
         err_console.print(f"[yellow]{stop}[/]")
         raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # before any job started (e.g. while collecting a dataset)
+        err_console.print("[yellow]interrupted; run the same command again to resume[/]")
+        raise typer.Exit(130) from None
 
 
 @app.command()
