@@ -33,6 +33,8 @@ def small_cfg(kind: str, name: str, **extra: object) -> dict:
         cfg["hidden"] = [16, 16]
     if kind == "rule" and name == "romi":  # one model phase of 20 iterations instead of 1000
         cfg["iterations"] = 20
+    if kind == "rule" and name == "rombrl":  # a 16 × 8 on-policy rollout and one follower epoch per round
+        cfg.update(num_rollouts=16, rollout_horizon=8, follower_epochs=1)
     cfg.update({k: v for k, v in extra.items() if k in keys})
     return cfg
 
