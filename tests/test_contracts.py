@@ -31,6 +31,8 @@ def small_cfg(kind: str, name: str, **extra: object) -> dict:
             cfg["max_epochs"] = 2
     if kind == "learner" and "hidden" in keys:
         cfg["hidden"] = [16, 16]
+    if kind == "rule":  # short model phases and warm starts (the hooks' contract does not depend on their length)
+        cfg.update({k: v for k, v in {"adv_steps": 20, "bc_epochs": 2}.items() if k in keys})
     if kind == "rule" and name == "romi":  # one model phase of 20 iterations instead of 1000
         cfg["iterations"] = 20
     if kind == "rule" and name == "rombrl":  # a 16 × 8 on-policy rollout and one follower epoch per round
