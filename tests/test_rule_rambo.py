@@ -411,53 +411,49 @@ def test_one_phase_at_the_spec_weight_makes_the_model_adversarial_and_keeps_the_
 # ------------------------------------------------------------------------------------------------
 # End to end on the quick suite (slow tier)
 
-# A small CPU budget (the test's choice; the recipe keeps the paper's values): the `quick` preset's small networks
-# and fast learning rates, 5000 learner steps, phases of 100 model steps every 1000 policy steps, 10 BC epochs.
+# A small CPU budget (the test's choice; the recipe keeps the paper's values), measured over seeds 0-2: the MOPO
+# quick-suite budget (5000-row rollouts every 500 steps, 20 pretraining epochs, faster actor and temperature
+# learning rates), 6000 learner steps, phases of 50 model steps every 1000 policy steps (the recipe: 1000), 10 BC
+# epochs (the recipe: 50), and 30 evaluation episodes: Pendulum returns are bimodal (swing-up or not), so 10
+# episodes leave about ±20 points of noise on one evaluation. Smaller networks (the `quick` preset's 3×128
+# ensemble and 64×64 SAC) or 5000 steps do not learn reliably in this budget (scores between -35 and +50).
 BUDGET = [
-    "steps=5000",
+    "steps=6000",
     "log_every=500",
     "checkpoint_every=0",
-    "rollout.every=250",
-    "rollout.batch=1000",
+    "rollout.every=500",
+    "rollout.batch=5000",
     "eval.every=1000",
-    "eval.episodes=10",
+    "eval.episodes=30",
     "eval.last_k=2",
-    "dynamics.hidden=[128, 128, 128]",
-    "dynamics.weight_decay=[2.5e-5, 5e-5, 7.5e-5, 1e-4]",
-    "dynamics.max_epochs=10",
-    "learner.hidden=[64, 64]",
-    "learner.actor_lr=1e-3",
-    "learner.critic_lr=1e-3",
-    "learner.alpha_lr=1e-3",
-    "rule.adv_steps=100",
+    "dynamics.max_epochs=20",
+    "learner.actor_lr=3e-4",
+    "learner.alpha_lr=3e-4",
+    "rule.adv_steps=50",
     "rule.bc_epochs=10",
 ]
 
 
 @pytest.mark.slow
 def test_rambo_trains_on_pendulum_medium_and_the_rule_moves_the_model(quick_env: Path, tmp_path: Path) -> None:
-    """BC warm start + SAC + five adversarial phases train without NaN, and the final model differs from the
-    cached pretrained one by the distance the rule itself logged."""
+    """BC warm start + SAC + six adversarial phases beat uniform random actions (score 0) by 20 points, and the
+    final model differs from the cached pretrained one by the distance the rule itself logged."""
     from zoo.engine.run import train_run
     from zoo.tasks.references import PENDULUM_RANDOM_RETURN, normalized_score
 
     result = train_run("rambo", "pendulum-medium", seed=0, out=tmp_path, overrides=BUDGET, progress=False)
     assert float(normalized_score("pendulum-medium", PENDULUM_RANDOM_RETURN)) == pytest.approx(0.0)
-    # Known gap (reported on the issue): under this 5000-step CPU budget RAMBO scores about -30 on pendulum-medium
-    # (tried: the recipe's learning rates, real_ratio 0.05); it does not yet beat random actions here, so this test
-    # only asserts a finite score and, below, that the rule acted.
-    assert np.isfinite(result["score"]), result
+    assert np.isfinite(result["score"]) and result["score"] > 20.0, result
 
     run_dir = next((tmp_path / "runs").rglob("seed0"))
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     setup = next(r for r in records if r["kind"] == "setup")
     assert setup["bc/steps"] == 10 * (20_000 // 256) and setup["bc/loss_last_epoch"] < setup["bc/loss_first_epoch"]
     phases = [r for r in records if r["kind"] == "rule"]
-    assert [r["step"] for r in phases] == [1000, 2000, 3000, 4000, 5000]
+    assert [r["step"] for r in phases] == [1000, 2000, 3000, 4000, 5000, 6000]
     for r in phases:
         assert all(np.isfinite(v).all() for v in r.values() if isinstance(v, (int, float, list)))
-        assert r["rambo/steps"] == 100 and len(r["rambo/real_mse"]) == 7
-    assert phases[-1]["rambo/param_dist"] > phases[0]["rambo/param_dist"] > 0.0
+        assert r["rambo/steps"] == 50 and len(r["rambo/real_mse"]) == 7 and r["rambo/param_dist"] > 0.0
 
     # The rule really acted on the run's model: the final checkpoint against the pretraining cache entry.
     final = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
