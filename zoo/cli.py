@@ -7,6 +7,7 @@ argparse pitfalls, sac.md §6 #1), help pages come for free, and rich renders ta
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -176,6 +177,10 @@ def bench(
     _setup(config_dir, plugin)
     from zoo.bench.scheduler import SweepInterrupted
     from zoo.bench.sweep import bench as run_bench
+
+    # Ctrl-C must stop the sweep cleanly even when the shell started us with SIGINT ignored (a background job of a
+    # non-interactive shell, as some CI runners do): Python keeps an inherited SIG_IGN, so restore the default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from zoo.config import parse_override
 
     executor_cfg: dict[str, object] = {}
