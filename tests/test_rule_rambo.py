@@ -179,7 +179,7 @@ def test_one_step_loss_and_gradient_equal_a_direct_computation(mixture: str) -> 
     direct, parts = direct_step_loss(model, learner, ctx, cfg, torch.Generator().manual_seed(7))
     grads = torch.autograd.grad(direct, params)
     metrics = rule.update(ctx)
-    assert float(metrics["rambo/loss"]) == pytest.approx(float(direct), rel=1e-12)
+    assert float(metrics["rambo/loss"]) == pytest.approx(float(direct.detach()), rel=1e-12)
     for key, value in parts.items():
         assert float(metrics[f"rambo/{key}"]) == pytest.approx(value, rel=1e-12, abs=1e-14), key
     assert 0.0 < parts["terminal_frac"] < 1.0  # both branches of (1 − d) are exercised
@@ -192,16 +192,14 @@ def test_zero_weight_finetunes_on_the_supervised_loss_only_or_switches_off() -> 
     model, learner, ctx = tiny_setup()
     rule = zoo.create("rule", "rambo", adv_weight=0.0, adv_steps=1, bc_epochs=0, batch_size=5)
     assert rule.every == 1000
-    cfg = {"adv_weight": 0.0, "batch_size": 5, "adv_eps": 1e-6, "logvar_coef": 0.001}
-    gen = torch.Generator().manual_seed(7)
+    gen = torch.Generator().manual_seed(7)  # replays the rule's draw of the supervised rows
     sl_idx = torch.randint(ctx.data.obs.shape[0], (5,), generator=gen)
     d = ctx.data
     expected = model.nll(SimpleNamespace(obs=d.obs[sl_idx], act=d.act[sl_idx], reward=d.reward[sl_idx],
                                          next_obs=d.next_obs[sl_idx]), logvar_coef=0.001)
     metrics = rule.update(ctx)
-    assert float(metrics["rambo/loss"]) == pytest.approx(float(expected), rel=1e-12)
+    assert float(metrics["rambo/loss"]) == pytest.approx(float(expected.detach()), rel=1e-12)
     assert "rambo/adv_loss" not in metrics
-    del cfg
     off = zoo.create("rule", "rambo", adv_weight=0.0, finetune_when_zero=False)
     assert off.every == 0  # the original repo: no phase at all (rambo.md §7 #2)
 
