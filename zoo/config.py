@@ -274,7 +274,7 @@ def _apply_layer(tree: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
                 current = {}  # a different component: the old one's keys no longer apply
             tree[key] = {**current, **value}
         elif isinstance(value, dict):
-            tree[key] = _deep_merge(tree.get(key, {}) if isinstance(tree.get(key), dict) else {}, value)
+            tree[key] = deep_merge(tree.get(key, {}) if isinstance(tree.get(key), dict) else {}, value)
         else:
             tree[key] = value
     return tree
@@ -392,11 +392,11 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.config import load_toml
+from zoo.config import deep_merge, load_toml
 from zoo.paths import find_config
 
 PRESET_META_KEYS: tuple[str, ...] = ("description", "seeds", "algos")
@@ -47,7 +47,7 @@ class Preset:
         out = copy.deepcopy(self.common)
         for pattern, table in self.algos.items():
             if fnmatch.fnmatchcase(algo, pattern):
-                out = _merge(out, table)
+                out = deep_merge(out, table)
         return out
 
 
@@ -69,13 +69,3 @@ def load_bench_preset(name_or_path: str) -> Preset:
         description=str(raw.get("description", "")),
         path=path,
     )
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out

@@ -235,12 +235,7 @@ class RomiRule(Rule):
             loss = loss + model.regularizer()
         if self.cfg.rvl_coef and rvl_inputs is not None:
             value_fn, v_rob, noise = rvl_inputs
-            x = rm.model_next_states(obs, mean, logvar, noise)
-            members = self.members(model)
-            if members is not None:
-                x = x[members]
-            e, b, d_s = x.shape
-            rvl = rm.rvl_rows(value_fn(x.reshape(e * b, d_s)).view(e, b), v_rob)
+            rvl, _ = rm.rvl_of_model(obs, mean, logvar, noise, value_fn, v_rob, self.members(model))
             loss = loss + self.cfg.rvl_coef * rvl.mean()
         return loss, ell
 

@@ -128,6 +128,24 @@ def rvl_rows(values: torch.Tensor, v_rob: torch.Tensor) -> torch.Tensor:
     return (values - v_rob).pow(2).sum(0)
 
 
+def rvl_of_model(
+    obs: torch.Tensor,
+    mean: torch.Tensor,
+    logvar: torch.Tensor,
+    noise: torch.Tensor,
+    value_fn: ValueFn,
+    v_rob: torch.Tensor,
+    members: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RVL [B], V̄(ŝ') [E', B]) for the model's sampled next states ŝ' (restricted to ``members`` when given)."""
+    x = model_next_states(obs, mean, logvar, noise)
+    if members is not None:
+        x = x[members]
+    e, b, d_s = x.shape
+    values = value_fn(x.reshape(e * b, d_s)).view(e, b)
+    return rvl_rows(values, v_rob), values
+
+
 def parameter_names(model: torch.nn.Module, params: Params) -> list[str]:
     """The ``named_parameters`` names of ``params`` (for ``functional_call``), in the given order."""
     names = {id(p): n for n, p in model.named_parameters()}
@@ -210,13 +228,8 @@ def group_gradients(
     """
     with torch.enable_grad():
         mean, logvar = model(obs, act)
-        x = model_next_states(obs, mean, logvar, noise)
-        if members is not None:
-            x = x[members]
-        e, b, d_s = x.shape
-        values = value_fn(x.reshape(e * b, d_s)).view(e, b)
-        rvl = rvl_rows(values, v_rob)
-        group_means = rvl.view(groups, b // groups).mean(1)
+        rvl, values = rvl_of_model(obs, mean, logvar, noise, value_fn, v_rob, members)
+        group_means = rvl.view(groups, -1).mean(1)
         grads = [
             list(torch.autograd.grad(group_means[k], list(params), retain_graph=k + 1 < groups, allow_unused=True))
             for k in range(groups)
