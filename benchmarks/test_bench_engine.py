@@ -4,6 +4,10 @@ A MOPO epoch = 1000 SAC steps on mixed 12 real + 244 model batches plus one 50,0
 with the aleatoric penalty, at the default MOPO sizes (obs 11, act 3, 2 critics of 256×256, a 7-member
 4×200 ensemble), no evaluation and no pretraining. The peer kit needs about 34 s on a 2-core CPU (about
 21 s of it the rollout). Run: ``python -m pytest benchmarks/test_bench_engine.py --benchmark-only``.
+
+``test_bench_rollout_matmul_floor`` times the rollout's matrix products alone (with
+``test_bench_sac.py::test_sac_matmul_floor`` for the SAC step): the epoch cannot be faster than the two floors
+together on this machine's BLAS.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 
 from zoo.config import resolve
 from zoo.data.transitions import Transitions
+from zoo.dynamics.ensemble import INFERENCE_CHUNK
 from zoo.engine.trainer import Trainer
 from zoo.protocols import EnvSpec
 
@@ -72,6 +77,30 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Trainer:
 def test_bench_rollout_50k_x5(benchmark, trainer: Trainer) -> None:
     stats = benchmark.pedantic(trainer.rollout, rounds=3, iterations=1)
     assert stats["rollout/transitions"] > 50_000
+
+
+def rollout_matmul_floor(trainer: Trainer) -> None:
+    """Only the matrix products of one rollout (policy and every ensemble member, all horizon steps), no
+    elementwise work: the BLAS floor that ``trainer.rollout`` is compared with (no branch terminates here)."""
+    cfg = trainer.cfg.rollout
+    rows = min(cfg.batch, INFERENCE_CHUNK)
+    chunks = cfg.batch // rows
+    g = torch.Generator().manual_seed(0)
+    ens = [(layer.ensemble, layer.in_features, layer.out_features) for layer in trainer.model.layers]
+    act = [(m.in_features, m.out_features) for m in trainer.learner.actor.modules() if isinstance(m, torch.nn.Linear)]
+    ens_ops = [(torch.randn(e, rows, i, generator=g), torch.randn(e, i, o, generator=g)) for e, i, o in ens]
+    act_ops = [(torch.randn(cfg.batch, i, generator=g), torch.randn(i, o, generator=g)) for i, o in act]
+    for _ in range(cfg.horizon):
+        for x, w in act_ops:
+            torch.mm(x, w)
+        for _ in range(chunks):
+            for x, w in ens_ops:
+                torch.bmm(x, w)
+
+
+def test_bench_rollout_matmul_floor(benchmark, trainer: Trainer) -> None:
+    benchmark.pedantic(rollout_matmul_floor, args=(trainer,), rounds=3, iterations=1)
+    print(f"\nmatrix products of one 50,000 x 5 rollout alone: {benchmark.stats.stats.mean:.2f} s")
 
 
 def test_bench_mopo_epoch(benchmark, trainer: Trainer) -> None:

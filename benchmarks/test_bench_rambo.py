@@ -34,7 +34,11 @@ def _data(device: torch.device) -> Transitions:
     act = rng.uniform(-1, 1, size=(ROWS, SPEC.act_dim))
     nxt = obs + 0.01 * rng.normal(size=(ROWS, SPEC.obs_dim))
     data = Transitions.from_numpy(
-        obs=obs, act=act, reward=rng.normal(1, 0.1, ROWS), next_obs=nxt, terminal=np.zeros(ROWS),
+        obs=obs,
+        act=act,
+        reward=rng.normal(1, 0.1, ROWS),
+        next_obs=nxt,
+        terminal=np.zeros(ROWS),
         timeout=np.zeros(ROWS),
     )
     return data.to(device)
@@ -50,16 +54,24 @@ def _setup(device: torch.device) -> tuple[object, Context]:
     from zoo.dynamics.termination import get_termination
 
     ctx = Context(
-        data=data, model=model, learner=learner, termination=get_termination("hopper"), normalizer=None,
-        device=device, generator=torch.Generator(device=device).manual_seed(0), spec=SPEC,
+        data=data,
+        model=model,
+        learner=learner,
+        termination=get_termination("hopper"),
+        normalizer=None,
+        device=device,
+        generator=torch.Generator(device=device).manual_seed(0),
+        spec=SPEC,
     )
     rule = zoo.create("rule", "rambo", adv_steps=ADV_STEPS, horizon=5, bc_epochs=0)
     rule.update(ctx)  # warm-up: optimizer state, allocator
     return rule, ctx
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))],
+)
 def test_rambo_phase(benchmark, device: str) -> None:
     rule, ctx = _setup(torch.device(device))
 

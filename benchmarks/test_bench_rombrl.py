@@ -34,8 +34,12 @@ def _data(n: int = 20_000) -> Transitions:
     obs = rng.normal(size=(n, SPEC.obs_dim))
     act = rng.uniform(-1, 1, size=(n, SPEC.act_dim))
     return Transitions.from_numpy(
-        obs=obs, act=act, reward=rng.normal(size=n), next_obs=obs + 0.05 * rng.normal(size=obs.shape),
-        terminal=np.zeros(n), timeout=np.zeros(n),
+        obs=obs,
+        act=act,
+        reward=rng.normal(size=n),
+        next_obs=obs + 0.05 * rng.normal(size=obs.shape),
+        terminal=np.zeros(n),
+        timeout=np.zeros(n),
     )
 
 
@@ -47,8 +51,15 @@ def world() -> dict:
     model.fit_scaler(torch.cat([data.obs, data.act], -1))
     learner = SAC(SAC.Config(), SPEC)
     ctx = Context(
-        data=data, model=model, learner=learner, termination=lambda o, a, o2: torch.zeros(o.shape[0], 1),
-        normalizer=None, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), step=0, spec=SPEC,
+        data=data,
+        model=model,
+        learner=learner,
+        termination=lambda o, a, o2: torch.zeros(o.shape[0], 1),
+        normalizer=None,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+        step=0,
+        spec=SPEC,
     )
     rule = RombrlRule(RombrlRule.Config(grad_mode=2))
     traj = rule.collect(ctx)
@@ -100,6 +111,5 @@ def test_per_sample_grads(benchmark, world: dict, mode: str) -> None:
     traj = world["traj"]
     obs, act = traj.obs[:10, :8].reshape(80, -1), traj.act[:10, :8].reshape(80, -1)
     y, k = traj.sample[:10, :8].reshape(80, -1), traj.member[:10, :8].reshape(80)
-    rows = benchmark.pedantic(lambda: scores.per_sample_grads(obs, act, y, k), rounds=3, iterations=1,
-                              warmup_rounds=1)
+    rows = benchmark.pedantic(lambda: scores.per_sample_grads(obs, act, y, k), rounds=3, iterations=1, warmup_rounds=1)
     assert rows.shape == (80, scores.num_params)

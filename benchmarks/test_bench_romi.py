@@ -45,8 +45,12 @@ def _setup(device: torch.device, **cfg: object) -> tuple[object, Context]:
     obs = rng.normal(size=(ROWS, SPEC.obs_dim))
     act = rng.uniform(-1, 1, size=(ROWS, SPEC.act_dim))
     data = Transitions.from_numpy(
-        obs=obs, act=act, reward=rng.normal(1, 0.1, ROWS), next_obs=obs + 0.05 * rng.normal(size=obs.shape),
-        terminal=np.zeros(ROWS), timeout=np.zeros(ROWS),
+        obs=obs,
+        act=act,
+        reward=rng.normal(1, 0.1, ROWS),
+        next_obs=obs + 0.05 * rng.normal(size=obs.shape),
+        terminal=np.zeros(ROWS),
+        timeout=np.zeros(ROWS),
     ).to(device)
     model = zoo.create("dynamics", "gaussian_ensemble", SPEC, device, lr=3e-4, logvar_coef=0.001)
     with torch.no_grad():  # a scaler as after pretraining; the weights stay at their initialisation
@@ -55,8 +59,14 @@ def _setup(device: torch.device, **cfg: object) -> tuple[object, Context]:
     assert n_params == 928_488  # romi.md §2.6 / dynamics.md §3: the walker2d count
     learner = zoo.create("learner", "sac", SPEC, device)
     ctx = Context(
-        data=data, model=model, learner=learner, termination=None, normalizer=None, device=device,
-        generator=torch.Generator(device=device).manual_seed(0), spec=SPEC,
+        data=data,
+        model=model,
+        learner=learner,
+        termination=None,
+        normalizer=None,
+        device=device,
+        generator=torch.Generator(device=device).manual_seed(0),
+        spec=SPEC,
     )
     rule = zoo.create("rule", "romi", iterations=ITERS, **cfg)
     rule.before_training(ctx)

@@ -7,6 +7,7 @@ back-propagated into the critics' weights), so the ratio of the two is the speed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -113,3 +114,68 @@ def test_sac_update_with_mobile(benchmark: Any, samples: int) -> None:
     for _ in range(3):
         learner.update(batch, target_penalty=penalty)
     benchmark(learner.update, batch, penalty)
+
+
+def sac_matmul_floor(learner: Any, batch_size: int = B) -> Callable[[], None]:
+    """Only the matrix products of one SAC update at ``learner``'s layer shapes, on preallocated operands.
+
+    No elementwise work, no autograd, no optimizer: a lower bound for ``learner.update`` on this machine's
+    BLAS. The products follow sac.md §2: target (actor and target-critic forwards), critic step (forward,
+    weight and hidden-input gradients), actor step (actor and critic forwards, the critics' input gradients
+    only, the actor's weight and hidden-input gradients).
+    """
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    critic = [(layer.ensemble, layer.in_features, layer.out_features) for layer in learner.critic.layers]
+    trunk = [m for m in learner.actor.trunk if isinstance(m, nn.Linear)]
+    actor = [(m.in_features, m.out_features) for m in [*trunk, learner.actor.mu, learner.actor.log_std]]
+    n = batch_size
+    c_ops = [(rand(e, n, i), rand(e, i, o), rand(e, n, o), rand(e, o, i), rand(e, i, n)) for e, i, o in critic]
+    a_ops = [(rand(n, i), rand(i, o), rand(n, o), rand(o, i), rand(i, n)) for i, o in actor]
+
+    def critic_forward() -> None:
+        for x, w, _, _, _ in c_ops:
+            torch.bmm(x, w)
+
+    def critic_backward(weights: bool) -> None:
+        for k, (_, _, dy, wt, xt) in enumerate(c_ops):
+            if k > 0 or not weights:  # the actor step needs d/d(action) through the first layer too
+                torch.bmm(dy, wt)
+            if weights:
+                torch.bmm(xt, dy)
+
+    def actor_forward() -> None:
+        for x, w, _, _, _ in a_ops:
+            torch.mm(x, w)
+
+    def actor_backward() -> None:
+        for k, (_, _, dy, wt, xt) in enumerate(a_ops):
+            if k > 0:
+                torch.mm(dy, wt)
+            torch.mm(xt, dy)
+
+    def products() -> None:
+        actor_forward()
+        critic_forward()  # target critics
+        critic_forward()
+        critic_backward(weights=True)
+        actor_forward()
+        critic_forward()
+        critic_backward(weights=False)
+        actor_backward()
+
+    return products
+
+
+def test_sac_matmul_floor(benchmark: Any) -> None:
+    """The BLAS floor of one update (issue 3's speed bar): compare its mean with ``test_sac_update``'s."""
+    learner = zoo.create("learner", "sac", SPEC, "cpu")
+    products = sac_matmul_floor(learner)
+    for _ in range(20):
+        products()
+    benchmark(products)
+    floor = benchmark.stats.stats.mean
+    print(f"\nmatrix products of one SAC update alone: {floor * 1e3:.2f} ms (x1000 steps = {floor * 1e3:.1f} s)")
