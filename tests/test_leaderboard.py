@@ -36,8 +36,18 @@ def make_run(
     """A run directory as train_run and the scheduler leave it (score None: a failed run)."""
     run_dir = RunId(suite, task, algo, config_hash, seed).path(out)
     run_dir.mkdir(parents=True)
-    bench = {"suite": suite, "task": task, "algo": algo, "label": label or algo, "seed": seed,
-             "setting": setting.as_dict(), "sweep": {}, "overrides": [], "config_hash": config_hash, "steps": steps}
+    bench = {
+        "suite": suite,
+        "task": task,
+        "algo": algo,
+        "label": label or algo,
+        "seed": seed,
+        "setting": setting.as_dict(),
+        "sweep": {},
+        "overrides": [],
+        "config_hash": config_hash,
+        "steps": steps,
+    }
     (run_dir / "bench.json").write_text(json.dumps(bench))
     if score is None:
         (run_dir / "error.json").write_text(json.dumps({"error": "RuntimeError: boom", "traceback": "", "step": 3}))
@@ -48,10 +58,23 @@ def make_run(
         for s, v in evals
     ]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    result = {"task": task, "suite": suite, "algo": algo, "seed": seed, "config_hash": config_hash, "score": score,
-              "return": score, "steps": steps, "wall_s": 12.5, "loader": "keep_timeouts", "eval_env": "Env-v4",
-              "mujoco": "3.3.0", "noise": "none", "status": "finished",
-              "best": {"score": score + 5, "step": 1500, "note": "best single evaluation; never in tables"}}
+    result = {
+        "task": task,
+        "suite": suite,
+        "algo": algo,
+        "seed": seed,
+        "config_hash": config_hash,
+        "score": score,
+        "return": score,
+        "steps": steps,
+        "wall_s": 12.5,
+        "loader": "keep_timeouts",
+        "eval_env": "Env-v4",
+        "mujoco": "3.3.0",
+        "noise": "none",
+        "status": "finished",
+        "best": {"score": score + 5, "step": 1500, "note": "best single evaluation; never in tables"},
+    }
     (run_dir / "result.json").write_text(json.dumps(result))
     return run_dir
 
@@ -84,8 +107,9 @@ def test_cells_best_marks_totals_and_iqm(results: Path) -> None:
     assert board.best("pendulum-random") == {"mopo"} and board.best("pendulum-medium") == {"mbpo"}
     assert board.total("mopo") == (pytest.approx(90.0), 2) and board.total("mbpo") == (pytest.approx(106.0), 2)
     assert board.best_total() == {"mbpo"}
-    expected = stratified_bootstrap_iqm([SCORES["pendulum-random"]["mopo"], SCORES["pendulum-medium"]["mopo"]],
-                                        reps=REPS)
+    expected = stratified_bootstrap_iqm(
+        [SCORES["pendulum-random"]["mopo"], SCORES["pendulum-medium"]["mopo"]], reps=REPS
+    )
     assert board.iqm["mopo"] == expected
     assert board.failed == {"mopo": ["pendulum-medium seed 3: RuntimeError: boom"]}
     assert board.steps == {"mbpo": [2000], "mopo": [2000]}
@@ -149,8 +173,17 @@ def test_settings_and_sweep_columns_never_share_a_cell(tmp_path: Path) -> None:
     out = tmp_path / "results"
     make_run(out, "quick", "pendulum-random", "mopo", 0, 10.0, setting=Setting("quick"))
     make_run(out, "quick", "pendulum-random", "mopo", 0, 90.0, setting=Setting(None), config_hash="aaaaaaaaaaaa")
-    make_run(out, "quick", "pendulum-random", "mopo", 0, 50.0, label="mopo[penalty.coef=2.0]",
-             setting=Setting("quick"), config_hash="bbbbbbbbbbbb")
+    make_run(
+        out,
+        "quick",
+        "pendulum-random",
+        "mopo",
+        0,
+        50.0,
+        label="mopo[penalty.coef=2.0]",
+        setting=Setting("quick"),
+        config_hash="bbbbbbbbbbbb",
+    )
     boards = {b.setting: b for b in build_leaderboards(scan_runs(out), reps=REPS)}
     assert set(boards) == {Setting("quick"), Setting(None)}
     assert boards[Setting("quick")].labels == ["mopo", "mopo[penalty.coef=2.0]"]
@@ -159,14 +192,28 @@ def test_settings_and_sweep_columns_never_share_a_cell(tmp_path: Path) -> None:
     assert math.isnan(one.cells[("pendulum-random", "mopo")].std)
 
 
+def test_terminal_table_shows_sweep_labels_verbatim(tmp_path: Path) -> None:
+    """A sweep label looks like rich markup ("[learner.tau=0.02]"); the terminal table must print it as is."""
+    out = tmp_path / "results"
+    for label, score, config_hash in (
+        ("mopo[learner.tau=0.005]", 10.0, "a" * 12),
+        ("mopo[learner.tau=0.02]", 20.0, "b" * 12),
+    ):
+        make_run(out, "quick", "pendulum-random", "mopo", 0, score, label=label, config_hash=config_hash)
+    table = CliRunner().invoke(app, ["leaderboard", "--out", str(out), "--no-plots"], terminal_width=250)
+    assert table.exit_code == 0, table.output
+    assert "mopo[learner.tau=0.005]" in table.output and "mopo[learner.tau=0.02]" in table.output
+
+
 def test_leaderboard_command(results: Path) -> None:
     runner = CliRunner()
     csv_out = runner.invoke(app, ["leaderboard", "--out", str(results), "--format", "csv"])
     assert csv_out.exit_code == 0, csv_out.output
     assert "quick,preset quick,pendulum-medium,mbpo,ours,41.0000,1.0000,3,1" in csv_out.output
     assert (results / "leaderboard" / "quick.csv").is_file() and not (results / "leaderboard" / "quick.md").exists()
-    table = runner.invoke(app, ["leaderboard", "--out", str(results), "--suite", "quick", "--no-plots"],
-                          terminal_width=200)
+    table = runner.invoke(
+        app, ["leaderboard", "--out", str(results), "--suite", "quick", "--no-plots"], terminal_width=200
+    )
     assert table.exit_code == 0 and "IQM [95% CI]" in table.output and "pendulum-medium" in table.output
     empty = runner.invoke(app, ["leaderboard", "--out", str(results / "nothing")])
     assert empty.exit_code == 1

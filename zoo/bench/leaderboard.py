@@ -325,34 +325,94 @@ def render_csv(boards: list[Leaderboard]) -> str:
                     continue
                 seeds = ";".join(f"{s}:{v:.4f}" for s, v in cell.scores.items())
                 writer.writerow(
-                    [board.suite, setting, task, lab, "ours", num(cell.mean), num(cell.std), cell.n,
-                     int(lab in best), "", "", seeds]
+                    [
+                        board.suite,
+                        setting,
+                        task,
+                        lab,
+                        "ours",
+                        num(cell.mean),
+                        num(cell.std),
+                        cell.n,
+                        int(lab in best),
+                        "",
+                        "",
+                        seeds,
+                    ]
                 )
             for col in board.references:
                 value = board.reference_cell(col, task)
                 if value is not None:
                     writer.writerow(
-                        [board.suite, setting, task, col.header, "published", num(value[0]), num(value[1]), "",
-                         0, "", "", ""]
+                        [
+                            board.suite,
+                            setting,
+                            task,
+                            col.header,
+                            "published",
+                            num(value[0]),
+                            num(value[1]),
+                            "",
+                            0,
+                            "",
+                            "",
+                            "",
+                        ]
                     )
         best_total, best_iqm = board.best_total(), board.best_iqm()
         for lab in board.labels:
             total, k = board.total(lab)
             writer.writerow(
-                [board.suite, setting, "total", lab, "sum", num(total) if k else "", "", k,
-                 int(lab in best_total), "", "", ""]
+                [
+                    board.suite,
+                    setting,
+                    "total",
+                    lab,
+                    "sum",
+                    num(total) if k else "",
+                    "",
+                    k,
+                    int(lab in best_total),
+                    "",
+                    "",
+                    "",
+                ]
             )
         for lab, iv in board.iqm.items():
             writer.writerow(
-                [board.suite, setting, "IQM", lab, "iqm", num(iv.point), "", iv.n_scores, int(lab in best_iqm),
-                 num(iv.low), num(iv.high), ""]
+                [
+                    board.suite,
+                    setting,
+                    "IQM",
+                    lab,
+                    "iqm",
+                    num(iv.point),
+                    "",
+                    iv.n_scores,
+                    int(lab in best_iqm),
+                    num(iv.low),
+                    num(iv.high),
+                    "",
+                ]
             )
     return out.getvalue()
 
 
 def _tex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "·": ",", "—": "--"}
+    repl = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "·": ",",
+        "—": "--",
+    }
     return "".join(repl.get(ch, ch) for ch in text)
 
 
@@ -421,15 +481,20 @@ def render_html(boards: list[Leaderboard], curves: dict[int, dict[str, str]] | N
 
 
 def render_rich(board: Leaderboard) -> Any:
-    """A rich Table of one leaderboard, for the terminal."""
-    from rich.table import Table
+    """A rich Table of one leaderboard, for the terminal.
 
-    table = Table(title=board.title, caption=info_text(board), show_lines=False)
+    Every header and cell is plain text, never rich markup: sweep labels such as ``mopo[penalty.coef=2.0]``
+    look like markup tags and would otherwise vanish from the header.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(board.title), caption=Text(info_text(board)), show_lines=False)
     for j, h in enumerate(_headers(board)):
-        table.add_column(h, justify="left" if j == 0 else "right", style="dim" if j > len(board.labels) else None)
+        table.add_column(Text(h), justify="left" if j == 0 else "right", style="dim" if j > len(board.labels) else None)
     for k, (name, texts, marked) in enumerate(_rows(board)):
-        cells = [f"[bold green]{t}[/]" if j in marked and t != "—" else t for j, t in enumerate(texts)]
-        table.add_row(name, *cells, end_section=k == len(board.tasks) - 1)
+        cells = [Text(t, style="bold green" if j in marked and t != "—" else "") for j, t in enumerate(texts)]
+        table.add_row(Text(name), *cells, end_section=k == len(board.tasks) - 1)
     return table
 
 
