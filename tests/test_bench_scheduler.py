@@ -53,8 +53,15 @@ class ScriptedExecutor:
         else:  # what train_run leaves behind
             run_dir = RunId(**rid).path(self.out)
             run_dir.mkdir(parents=True, exist_ok=True)
-            result = {"task": rid["task"], "suite": rid["suite"], "algo": rid["algo"], "seed": rid["seed"],
-                      "score": 1.0, "steps": 10, "wall_s": 0.1}
+            result = {
+                "task": rid["task"],
+                "suite": rid["suite"],
+                "algo": rid["algo"],
+                "seed": rid["seed"],
+                "score": 1.0,
+                "steps": 10,
+                "wall_s": 0.1,
+            }
             (run_dir / "result.json").write_text(json.dumps(result))
             fut.set_result({"result": result, "files": {}})
         return fut
@@ -91,6 +98,19 @@ def test_pretraining_once_and_first_finished_runs_skipped(plan: Plan, tmp_path: 
         assert json.loads((spec.run_dir(tmp_path) / "bench.json").read_text())["label"] == spec.label
 
 
+def test_event_lines_print_sweep_labels_and_messages_verbatim(tmp_path: Path) -> None:
+    """Sweep labels and error messages contain square brackets, which rich would read as markup tags."""
+    plan = expand_grid(["quick"], ["mopo"], [0], sweep={"penalty.coef": ["2.0"]}, tasks=["pendulum-random"])
+    (spec,) = plan.runs
+    ex = ScriptedExecutor(tmp_path, {"train_job:mopo:seed0": [RuntimeError("shape [E, B] != [7, 256]")]})
+    stream = io.StringIO()
+    run_plan(plan, tmp_path, ex, WorkerEnv(), SweepView(Console(file=stream, width=200), live=False))
+    assert spec.label == "mopo[penalty.coef=2.0]"
+    assert "failed mopo[penalty.coef=2.0] pendulum-random seed 0: RuntimeError: shape [E, B] != [7, 256]" in (
+        stream.getvalue()
+    )
+
+
 def test_failures_are_recorded_and_the_sweep_goes_on(plan: Plan, tmp_path: Path) -> None:
     script = {
         "train_job:mopo:seed0": [RuntimeError("model exploded")],
@@ -113,8 +133,12 @@ def test_failures_are_recorded_and_the_sweep_goes_on(plan: Plan, tmp_path: Path)
     # ... unless asked to retry them (from scratch: no resume).
     retry = ScriptedExecutor(tmp_path)
     report = run_plan(plan, tmp_path, retry, WorkerEnv(), quiet_view(), retry_failed=True)
-    assert sorted(n for _, n in retry.calls) == ["pretrain_job:mbpo:seed1", "pretrain_job:mopo:seed0",
-                                                 "train_job:mbpo:seed1", "train_job:mopo:seed0"]
+    assert sorted(n for _, n in retry.calls) == [
+        "pretrain_job:mbpo:seed1",
+        "pretrain_job:mopo:seed0",
+        "train_job:mbpo:seed1",
+        "train_job:mopo:seed0",
+    ]
     assert len(report.finished) == 2 and not report.failed
 
 

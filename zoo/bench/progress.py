@@ -3,6 +3,8 @@
 On a terminal it is a rich ``Live`` display refreshed twice a second; per-run progress is read from the tail of
 each running run's ``metrics.jsonl`` (written every ``log_every`` steps), so it works with any executor whose
 workers share the results directory. Elsewhere (CI logs, pipes) it prints one line per event instead.
+Event lines carry rich markup for their colours; every user-given piece (sweep labels such as
+``mopo[penalty.coef=2.0]``, task names, error messages) is escaped so that it prints verbatim.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +28,11 @@ def _duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _name(spec: Any) -> str:
+    """``label task seed N`` of a run, escaped for rich markup."""
+    return escape(f"{spec.label} {spec.task} seed {spec.seed}")
 
 
 class SweepView:
@@ -61,7 +69,7 @@ class SweepView:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
             self._live.__enter__()
         else:
-            self.console.print(self.header, highlight=False)
+            self.console.print(Text(self.header))
 
     def job_started(self, job: Any) -> None:
         entry = {"kind": job.kind, "started": time.time(), "step": 0, "score": None}
@@ -76,12 +84,12 @@ class SweepView:
         self.running.pop(job.id, None)
         self.pretrain_finished += 1
         how = "loaded from the cache" if value.get("cached") else f"trained in {value.get('wall_s', 0):.0f}s"
-        self._event(f"[green]pretrained[/] {job.pretrain.label}: {how}")
+        self._event(f"[green]pretrained[/] {escape(job.pretrain.label)}: {how}")
 
     def pretrain_failed(self, job: Any, message: str) -> None:
         self.running.pop(job.id, None)
         self.pretrain_finished += 1
-        self._event(f"[red]pretraining failed[/] {job.pretrain.label}: {message}")
+        self._event(f"[red]pretraining failed[/] {escape(job.pretrain.label)}: {escape(message)}")
 
     def run_done(self, spec: Any, result: dict[str, Any]) -> None:
         entry = self.running.pop(spec.id, None)
@@ -90,19 +98,19 @@ class SweepView:
         wall = time.time() - entry["started"] if entry else result.get("wall_s", 0.0)
         score = result.get("score")
         score_text = f"score {score:.1f}" if isinstance(score, float) else ""
-        self._event(f"[green]done[/] {spec.label} {spec.task} seed {spec.seed}: {score_text} ({wall:.0f}s)")
+        self._event(f"[green]done[/] {_name(spec)}: {score_text} ({wall:.0f}s)")
 
     def run_failed(self, spec: Any, message: str) -> None:
         entry = self.running.pop(spec.id, None)
         self.failed += 1
         if entry:
             self.steps_done += spec.cfg.steps
-        self._event(f"[red]failed[/] {spec.label} {spec.task} seed {spec.seed}: {message.splitlines()[0][:200]}")
+        self._event(f"[red]failed[/] {_name(spec)}: {escape(message.splitlines()[0][:200])}")
 
     def run_interrupted(self, spec: Any) -> None:
         self.running.pop(spec.id, None)
         self.interrupted += 1
-        self._event(f"[yellow]stopped[/] {spec.label} {spec.task} seed {spec.seed} (checkpointed; resumes next time)")
+        self._event(f"[yellow]stopped[/] {_name(spec)} (checkpointed; resumes next time)")
 
     def interrupting(self, running: int) -> None:
         self._event(
@@ -167,9 +175,9 @@ class SweepView:
                 name = f"{spec.label} · {spec.task} · seed {spec.seed}"
                 progress = ProgressBar(total=max(1, e["total"]), completed=min(e["step"], e["total"]), width=20)
                 score = "-" if e["score"] is None else f"{e['score']:.1f}"
-                table.add_row(name, progress, f"{e['step']}/{e['total']}", score, elapsed)
+                table.add_row(Text(name), progress, f"{e['step']}/{e['total']}", score, elapsed)
             else:
-                table.add_row(e["label"], Text("pretraining", style="magenta"), "", "", elapsed)
+                table.add_row(Text(e["label"]), Text("pretraining", style="magenta"), "", "", elapsed)
         parts: list[Any] = [Text(self.header, style="dim"), summary, bar]
         if self.running:
             parts.append(table)

@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from zoo.bench.grid import Plan, expand_grid, parse_seeds, parse_sweep
 from zoo.bench.presets import Preset, load_bench_preset
@@ -131,10 +132,14 @@ def print_plan(console: Console, plan: Plan, state: Any, estimate: dict[str, Any
     done = {s.id for s in state.done}
     failed = {s.id for s in state.failed}
     for spec in plan.runs:
-        status = "finished" if spec.id in done else "failed (--retry-failed reruns it)" if spec.id in failed else (
-            "resume" if (spec.run_dir(Path(estimate["out"])) / "checkpoints" / "last.pt").is_file() else "to run"
+        status = (
+            "finished"
+            if spec.id in done
+            else "failed (--retry-failed reruns it)"
+            if spec.id in failed
+            else ("resume" if (spec.run_dir(Path(estimate["out"])) / "checkpoints" / "last.pt").is_file() else "to run")
         )
-        table.add_row(spec.id, spec.label, f"{spec.cfg.steps:,}", status)
+        table.add_row(Text(spec.id), Text(spec.label), f"{spec.cfg.steps:,}", status)
     console.print(table)
     console.print(
         f"{len(plan.runs)} runs: {len(state.done)} finished, {len(state.failed)} failed, {len(state.todo)} to run; "
@@ -219,9 +224,7 @@ def bench(
     if state.todo:
         runner.start(env)
     outcome.report = run_plan(plan, out, runner, env, view, retry_failed=retry_failed, device=device)
-    outcome.boards, outcome.written = write_leaderboards(
-        out, suites=plan.suites, formats=formats or FORMATS, reps=reps
-    )
+    outcome.boards, outcome.written = write_leaderboards(out, suites=plan.suites, formats=formats or FORMATS, reps=reps)
     mine = {spec.setting.key() for spec in plan.runs}
     for board in outcome.boards:
         if board.setting.key() in mine:
