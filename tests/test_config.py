@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import tomllib
 
 import pytest
@@ -97,3 +98,28 @@ def test_user_config_dir_and_base_recipes(tmp_path) -> None:
     assert find_config("algos", str(algos / "mopo_h1.toml")) == algos / "mopo_h1.toml"
     with pytest.raises(FileNotFoundError, match="available: .*mopo"):
         find_config("algos", "nonexistent_algo")
+
+
+def test_cli_errors_keep_bracketed_section_names(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`zoo` prints config errors through rich; "[learner]" must not be swallowed as a markup tag."""
+    from zoo.cli import main
+
+    argv = [
+        "zoo",
+        "train",
+        "--algo",
+        "mopo",
+        "--task",
+        "pendulum-medium",
+        "--set",
+        "learner.actr_lr=1",
+        "--print-config",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "learner.actr_lr" in err and "valid keys in [learner]:" in err and "actor_lr" in err

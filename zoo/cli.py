@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zoo.registry import KINDS, REGISTRY
@@ -45,9 +46,7 @@ def _setup(config_dir: list[Path] | None, plugin: list[str] | None) -> None:
 ConfigDirOpt = Annotated[
     list[Path] | None, typer.Option("--config-dir", help="Extra directory with algos/, suites/, presets/.")
 ]
-PluginOpt = Annotated[
-    list[str] | None, typer.Option("--plugin", help="Import a module that registers components.")
-]
+PluginOpt = Annotated[list[str] | None, typer.Option("--plugin", help="Import a module that registers components.")]
 
 
 @app.command("list")
@@ -120,7 +119,7 @@ def train(
             log=console.print,
         )
     except TrainingInterrupted as stop:
-        err_console.print(f"[yellow]{stop}[/]")
+        err_console.print(f"[yellow]{escape(str(stop))}[/]")
         raise typer.Exit(130) from None
     console.print(
         f"[bold green]done[/] {result['algo']} on {result['task']} seed {result['seed']}: "
@@ -166,8 +165,9 @@ def bench(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and its estimated cost, then exit.")
     ] = False,
-    live: Annotated[bool | None, typer.Option("--live/--no-live", help="Live progress view (default: on a terminal).")]
-    = None,
+    live: Annotated[
+        bool | None, typer.Option("--live/--no-live", help="Live progress view (default: on a terminal).")
+    ] = None,
     config_dir: ConfigDirOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
@@ -213,7 +213,7 @@ def bench(
             live=live,
         )
     except SweepInterrupted as stop:
-        err_console.print(f"[yellow]{stop}[/]")
+        err_console.print(f"[yellow]{escape(str(stop))}[/]")
         raise typer.Exit(130) from None
     except KeyboardInterrupt:  # before any job started (e.g. while collecting a dataset)
         err_console.print("[yellow]interrupted; run the same command again to resume[/]")
@@ -320,10 +320,10 @@ def main() -> None:
         FileNotFoundError,
         MissingExtraError,
     ) as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
         raise SystemExit(2) from None
     except ValueError as err:
-        err_console.print(f"[bold red]error:[/] {err}")
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
         raise SystemExit(2) from None
 
 
