@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zoo.bench.grid import Setting
-from zoo.bench.leaderboard import FORMATS, build_leaderboards, write_leaderboards
+from zoo.bench.leaderboard import FORMATS, build_leaderboards, label_order, write_leaderboards
 from zoo.bench.stats import stratified_bootstrap_iqm
 from zoo.bench.store import scan_runs
 from zoo.cli import app
@@ -190,6 +190,27 @@ def test_settings_and_sweep_columns_never_share_a_cell(tmp_path: Path) -> None:
     assert boards[Setting(None)].cells[("pendulum-random", "mopo")].mean == 90.0
     one = boards[Setting(None)]
     assert math.isnan(one.cells[("pendulum-random", "mopo")].std)
+
+
+def test_columns_follow_numeric_sweep_order() -> None:
+    labels = [
+        "mopo[penalty.coef=20.0]",
+        "mbpo",
+        "mopo[penalty.coef=5.0]",
+        "mopo",
+        "mopo[penalty.coef=1.0]",
+        "mopo[learner.actor_lr=3e-4]",
+        "mopo[learner.actor_lr=1e-3]",
+    ]
+    assert sorted(labels, key=label_order) == [
+        "mbpo",
+        "mopo",
+        "mopo[learner.actor_lr=3e-4]",
+        "mopo[learner.actor_lr=1e-3]",
+        "mopo[penalty.coef=1.0]",
+        "mopo[penalty.coef=5.0]",
+        "mopo[penalty.coef=20.0]",
+    ]
 
 
 def test_terminal_table_shows_sweep_labels_verbatim(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import csv
 import html
 import io
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,11 +134,26 @@ def _suite_info(suite: str) -> tuple[list[str], str, bool]:
         return [], "", False
 
 
+_NUMBER = re.compile(r"(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+
+
+def label_order(label: str) -> tuple[tuple[int, float, str], ...]:
+    """Sort key for column labels: text in alphabetical order, numbers by value, so a sweep
+    ``penalty.coef=1.0,5.0,20.0`` gives the columns 1.0, 5.0, 20.0 (not 1.0, 20.0, 5.0)."""
+    key = []
+    for k, part in enumerate(_NUMBER.split(label)):
+        if k % 2:
+            key.append((0, float(part), ""))
+        elif part:
+            key.append((1, 0.0, part))
+    return tuple(key)
+
+
 def _build_one(suite: str, recs: list[RunRecord], reps: int, with_curves: bool) -> Leaderboard:
     suite_tasks, description, noisy = _suite_info(suite)
     present = {r.task for r in recs}
     tasks = [t for t in suite_tasks if t in present] + sorted(present - set(suite_tasks))
-    labels = sorted({r.label for r in recs})
+    labels = sorted({r.label for r in recs}, key=label_order)
     finished = [r for r in recs if r.status == "finished"]
     by_cell: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for r in finished:
