@@ -1,0 +1,149 @@
+"""The inner loop never waits on the device (DESIGN.md, "Performance rules"; issue 3: no host sync per step).
+
+On a GPU, ``Tensor.item()``, ``float(t)``, ``bool(t)``, ``.tolist()`` or ``.numpy()`` stall the step until the
+device catches up. On the CPU they are free, so a CPU-only CI would never notice one slipping in. This test
+makes each of them raise while the trainer draws a batch, lets the rule see it, and takes the learner's
+update; it checks every recipe whose step does something of its own (a rollout-stage penalty, a target-stage
+penalty, ROMBRL's re-simulated model rows). Rollouts, rule phases, metrics and evaluations run between
+steps, every N steps, and may sync. Syncs inside a single C++ op (boolean-mask indexing, ``nonzero``) are
+not visible to this trap; the step code avoids them by construction (``torch.where`` over masks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.config import resolve
+from zoo.data.transitions import Transitions
+from zoo.engine.trainer import Trainer
+from zoo.protocols import EnvSpec
+
+OBS, ACT = 11, 3
+SYNCING = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")
+
+
+@dataclass
+class HopperShapedTask:
+    """Synthetic rows in Hopper's shapes: no env is made (evaluation is off)."""
+
+    name: str = "sync-hopper"
+    env_id: str = "Hopper-v4"
+    termination: str = "hopper"
+
+    def spec(self) -> EnvSpec:
+        return EnvSpec(OBS, ACT)
+
+
+def hopper_rows(n: int = 2000, seed: int = 0) -> Transitions:
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(0, 0.1, size=(n, OBS))
+    obs[:, 0] += 1.25  # a healthy torso height, so rollouts continue
+    act = rng.uniform(-1, 1, size=(n, ACT))
+    return Transitions.from_numpy(
+        obs=obs,
+        act=act,
+        reward=rng.normal(1, 0.1, n),
+        next_obs=obs + 0.01 * rng.normal(size=obs.shape),
+        terminal=np.zeros(n),
+        timeout=np.zeros(n),
+    )
+
+
+@contextmanager
+def host_syncs_raise() -> Iterator[None]:
+    """Within the block, every tensor method that copies a value to the host raises AssertionError."""
+
+    def trap(name: str) -> Callable[..., Any]:
+        def raiser(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"host sync inside a training step: Tensor.{name} on a {tuple(self.shape)} tensor")
+
+        return raiser
+
+    saved = {name: getattr(torch.Tensor, name) for name in SYNCING}
+    try:
+        for name in SYNCING:
+            setattr(torch.Tensor, name, trap(name))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+def test_the_trap_catches_each_kind_of_sync() -> None:
+    t = torch.ones(2)
+    syncs = (
+        lambda: t.sum().item(),
+        lambda: float(t[0]),
+        lambda: int(t[0]),
+        lambda: bool(t[0] > 0),
+        lambda: t.tolist(),
+        lambda: t.numpy(),
+    )
+    for sync in syncs:
+        with host_syncs_raise(), pytest.raises(AssertionError, match="host sync"):
+            sync()
+    assert t.sum().item() == 2.0  # restored afterwards
+
+
+SMALL = [
+    "steps=12",
+    "log_every=6",
+    "checkpoint_every=0",
+    "eval.episodes=0",
+    'device="cpu"',
+    "dynamics.hidden=[32, 32]",
+    "dynamics.weight_decay=[2.5e-5, 5e-5, 1e-4]",
+    "dynamics.max_epochs=1",
+    "learner.hidden=[32, 32]",
+    "rollout.every=6",
+    "rollout.batch=64",
+]
+EXTRA = {
+    "mopo": [],
+    "mobile": ["penalty.samples=2"],
+    "rombrl": [
+        "penalty.samples=2",
+        "rule.every=6",
+        "rule.num_rollouts=4",
+        "rule.rollout_horizon=5",
+        "rule.actor_epochs=1",
+        "rule.follower_epochs=1",
+        "rule.score_horizon=2",
+        "rule.down_sample=2",
+        "rule.real_batch=16",
+    ],
+}
+
+
+@pytest.mark.parametrize("algo", sorted(EXTRA))
+def test_training_steps_make_no_host_sync(algo: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = resolve(algo, overrides=SMALL + EXTRA[algo])
+    trainer = Trainer(cfg, HopperShapedTask(), tmp_path / "run", tmp_path / "cache", progress=False, data=hopper_rows())
+    trainer.setup()
+    steps = {"draw": 0, "update": 0}
+
+    def guarded(fn: Callable[..., Any], key: str | None = None) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if key:
+                steps[key] += 1
+            with host_syncs_raise():
+                return fn(*args, **kwargs)
+
+        return call
+
+    trainer.draw_batch = guarded(trainer.draw_batch, "draw")  # type: ignore[method-assign]
+    trainer.rule.on_batch = guarded(trainer.rule.on_batch)  # type: ignore[method-assign]
+    trainer.learner.update = guarded(trainer.learner.update, "update")  # type: ignore[method-assign]
+    result = trainer.train()
+    assert result["steps"] == 12 and steps == {"draw": 12, "update": 12}
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"kind": "train"' in r for r in records) == 2  # the metrics interval still reads its values
