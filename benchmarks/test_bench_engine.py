@@ -12,43 +12,17 @@ together on this machine's BLAS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from tests.fixtures import HopperShapedTask, hopper_shaped_rows
 from zoo.config import resolve
-from zoo.data.transitions import Transitions
 from zoo.dynamics.ensemble import INFERENCE_CHUNK
 from zoo.engine.trainer import Trainer
-from zoo.protocols import EnvSpec
 
-OBS, ACT, ROWS = 11, 3, 100_000
-
-
-@dataclass
-class SyntheticHopperTask:
-    """Hopper-shaped task over synthetic data: no env, no download; evaluation is disabled."""
-
-    name: str = "bench-hopper"
-    env_id: str = "Hopper-v4"
-    termination: str = "hopper"
-
-    def spec(self) -> EnvSpec:
-        return EnvSpec(OBS, ACT)
-
-
-def synthetic_data(n: int = ROWS, seed: int = 0) -> Transitions:
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(0, 0.1, size=(n, OBS))
-    obs[:, 0] += 1.25  # healthy torso height
-    act = rng.uniform(-1, 1, size=(n, ACT))
-    nxt = obs + 0.01 * rng.normal(size=(n, OBS))
-    return Transitions.from_numpy(
-        obs=obs, act=act, reward=rng.normal(1, 0.1, n), next_obs=nxt, terminal=np.zeros(n), timeout=np.zeros(n)
-    )
+ROWS = 100_000
 
 
 def make_trainer(tmp: Path, device: str = "cpu") -> Trainer:
@@ -63,7 +37,9 @@ def make_trainer(tmp: Path, device: str = "cpu") -> Trainer:
             "log_every=1000",
         ],
     )
-    trainer = Trainer(cfg, SyntheticHopperTask(), tmp / "run", tmp / "cache", progress=False, data=synthetic_data())
+    trainer = Trainer(
+        cfg, HopperShapedTask(), tmp / "run", tmp / "cache", progress=False, data=hopper_shaped_rows(ROWS)
+    )
     trainer.setup()  # pretraining (one epoch) happens here, outside the timed region
     return trainer
 

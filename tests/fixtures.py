@@ -9,6 +9,8 @@ when the file does not store it), so tests can check loaders exactly.
 - :func:`write_minari_dataset`: a Minari dataset written by Minari itself into ``$MINARI_DATASETS_PATH``
   (set it with ``monkeypatch.setenv`` first).
 - :func:`serve_files`: a loopback-only HTTP server (127.0.0.1, a daemon thread) for download tests.
+- :class:`HopperShapedTask` and :func:`hopper_shaped_rows`: synthetic transitions in Hopper's shapes for engine
+  tests and benchmarks that need no env (evaluation off).
 """
 
 from __future__ import annotations
@@ -17,10 +19,46 @@ import contextlib
 import http.server
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from zoo.data.transitions import Transitions
+from zoo.protocols import EnvSpec
+
+HOPPER_OBS, HOPPER_ACT = 11, 3
+
+
+@dataclass
+class HopperShapedTask:
+    """A task in Hopper's shapes and with its termination function, over synthetic rows: no env is ever made,
+    so runs on it need ``eval.episodes=0``."""
+
+    name: str = "hopper-shaped"
+    env_id: str = "Hopper-v4"
+    termination: str = "hopper"
+
+    def spec(self) -> EnvSpec:
+        return EnvSpec(HOPPER_OBS, HOPPER_ACT)
+
+
+def hopper_shaped_rows(n: int, seed: int = 0) -> Transitions:
+    """n transitions near a healthy Hopper state (torso height 1.25), so model rollouts rarely terminate."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(0, 0.1, size=(n, HOPPER_OBS))
+    obs[:, 0] += 1.25
+    act = rng.uniform(-1, 1, size=(n, HOPPER_ACT))
+    return Transitions.from_numpy(
+        obs=obs,
+        act=act,
+        reward=rng.normal(1, 0.1, n),
+        next_obs=obs + 0.01 * rng.normal(size=obs.shape),
+        terminal=np.zeros(n),
+        timeout=np.zeros(n),
+    )
+
 
 # (end, length): "terminal" ends with terminals=1, "timeout" with timeouts=1, "partial" with neither
 # (only sensible last: the trailing partial episode of a file).

@@ -13,48 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
+from tests.fixtures import HopperShapedTask, hopper_shaped_rows
 from zoo.config import resolve
-from zoo.data.transitions import Transitions
 from zoo.engine.trainer import Trainer
-from zoo.protocols import EnvSpec
 
-OBS, ACT = 11, 3
 SYNCING = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")
-
-
-@dataclass
-class HopperShapedTask:
-    """Synthetic rows in Hopper's shapes: no env is made (evaluation is off)."""
-
-    name: str = "sync-hopper"
-    env_id: str = "Hopper-v4"
-    termination: str = "hopper"
-
-    def spec(self) -> EnvSpec:
-        return EnvSpec(OBS, ACT)
-
-
-def hopper_rows(n: int = 2000, seed: int = 0) -> Transitions:
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(0, 0.1, size=(n, OBS))
-    obs[:, 0] += 1.25  # a healthy torso height, so rollouts continue
-    act = rng.uniform(-1, 1, size=(n, ACT))
-    return Transitions.from_numpy(
-        obs=obs,
-        act=act,
-        reward=rng.normal(1, 0.1, n),
-        next_obs=obs + 0.01 * rng.normal(size=obs.shape),
-        terminal=np.zeros(n),
-        timeout=np.zeros(n),
-    )
 
 
 @contextmanager
@@ -127,7 +96,9 @@ EXTRA = {
 def test_training_steps_make_no_host_sync(algo: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     cfg = resolve(algo, overrides=SMALL + EXTRA[algo])
-    trainer = Trainer(cfg, HopperShapedTask(), tmp_path / "run", tmp_path / "cache", progress=False, data=hopper_rows())
+    trainer = Trainer(
+        cfg, HopperShapedTask(), tmp_path / "run", tmp_path / "cache", progress=False, data=hopper_shaped_rows(2000)
+    )
     trainer.setup()
     steps = {"draw": 0, "update": 0}
 
