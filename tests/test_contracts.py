@@ -102,6 +102,14 @@ def test_dynamics_contract(name: str) -> None:
     assert nxt.shape == (e, B, SPEC.obs_dim) and rew.shape == (e, B, 1)
     nxt1, rew1 = model.sample(obs, act, member=step.member, reparam=True)
     assert nxt1.shape == (B, SPEC.obs_dim) and nxt1.requires_grad
+    provides = getattr(type(model), "provides", None)
+    if provides is not None and "log_prob" not in provides:  # a model without a likelihood refuses clearly
+        with pytest.raises(TypeError, match="no likelihood"):
+            model.log_prob(obs, act, step.next_obs, step.reward, member=step.member)
+        with pytest.raises(TypeError, match="no negative log-likelihood"):
+            model.nll(batch())
+        _check_state_round_trip(name, model, obs, act, mean)
+        return
     lp_member = model.log_prob(obs, act, step.next_obs, step.reward, member=step.member)
     lp_mix = model.log_prob(obs, act, step.next_obs, step.reward)
     assert lp_member.shape == lp_mix.shape == (B,) and torch.isfinite(lp_mix).all()
@@ -110,6 +118,10 @@ def test_dynamics_contract(name: str) -> None:
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     loss = model.nll(batch())
     assert loss.dim() == 0 and torch.isfinite(loss)
+    _check_state_round_trip(name, model, obs, act, mean)
+
+
+def _check_state_round_trip(name: str, model, obs: torch.Tensor, act: torch.Tensor, mean: torch.Tensor) -> None:
     clone = REGISTRY.create("dynamics", name, SPEC, DEVICE, **small_cfg("dynamics", name))
     clone.load_state_dict(model.state_dict())
     torch.testing.assert_close(clone.forward(obs, act)[0], mean)

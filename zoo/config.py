@@ -313,7 +313,37 @@ def _build(tree: dict[str, Any], algo: str, task: str | None) -> RunConfig:
         else:
             cfg = _make_dataclass(cfg_cls, table, where=section, extra_valid=("name",))
         components[section] = Component(kind, name, cfg)
+    check_capabilities(components)
     return RunConfig(**dataclasses.asdict(top), **sections, **components, algo=algo, task=task)
+
+
+def requirements(component: Component) -> frozenset[str]:
+    """What a component needs from the dynamics model: its ``requirements(cfg)`` when it has one (the need depends
+    on its config), else its class attribute ``requires`` (nothing when absent)."""
+    cls = REGISTRY.get(component.kind, component.name)
+    dynamic = getattr(cls, "requirements", None)
+    if callable(dynamic):
+        return frozenset(dynamic(component.cfg))
+    return frozenset(getattr(cls, "requires", frozenset()))
+
+
+def check_capabilities(components: dict[str, Component]) -> None:
+    """Refuse a combination whose penalty, rule or learner needs something the dynamics model does not provide
+    (e.g. MOPO's variance penalty or RAMBO's likelihood with the deterministic ensemble). A dynamics class
+    without a ``provides`` attribute (a third-party model) is trusted to provide everything."""
+    dynamics = components["dynamics"]
+    provides = getattr(REGISTRY.get("dynamics", dynamics.name), "provides", None)
+    if provides is None:
+        return
+    for section in ("penalty", "rule", "learner"):
+        component = components[section]
+        missing = sorted(requirements(component) - set(provides))
+        if missing:
+            raise ConfigKeyError(
+                f"{section} {component.name!r} needs the dynamics model's {' and '.join(missing)}, which dynamics "
+                f"{dynamics.name!r} does not provide (it provides: {', '.join(sorted(provides))}); use "
+                f"dynamics.name=gaussian_ensemble or another {section}"
+            )
 
 
 def _as_table(value: Any, name: str) -> dict[str, Any]:

@@ -41,6 +41,9 @@ class _TransitionLike(Protocol):
 class GaussianEnsemble(nn.Module):
     """Gaussian ensemble of E Swish MLPs predicting (Δs, r) with learnable log-variance bounds (dynamics.md)."""
 
+    # What it offers the components that declare ``requires`` (checked when a config is resolved, zoo.config).
+    provides = frozenset({"mean", "variance", "log_prob"})
+
     @dataclass
     class Config:
         """Pretraining and architecture keys (dynamics.md §3, §5–§7, §13). ``max_epochs = 0`` means no cap."""

@@ -3,7 +3,8 @@
 From ``batch`` start states drawn uniformly with replacement from the real data, the current policy
 (stochastic, no gradient) acts in the model for ``horizon`` steps. Every transition is stored,
 terminal ones included; only non-terminal branches continue. Rollout-stage penalties (MOPO's) are
-subtracted from the reward when the transition is stored.
+subtracted from the reward when the transition is stored; a penalty with a ``halt`` method (MOReL's USAD) also
+marks the rows it halts as terminal, so that their branches stop there (the absorbing HALT state).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def model_rollout(
         done = termination(obs, act, step.next_obs)
         reward = step.reward
         if penalty is not None:
+            if hasattr(penalty, "halt"):
+                done = torch.maximum(done, penalty.halt(step, ctx))
             amount = penalty(step, ctx)
             penalty_sum += amount.sum()
             reward = reward - amount

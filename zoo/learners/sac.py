@@ -170,43 +170,23 @@ class SAC:
 
     def update(self, batch: Batch, target_penalty: TargetPenalty | None = None) -> dict[str, torch.Tensor]:
         """One SAC step: critic → actor → α → Polyak (sac.md §2). Metrics are detached 0-d tensors."""
-        cfg = self.cfg
         alpha = self._alpha
 
         # 1-2. critic: one Adam over the ensemble, loss = Σ_j mean_b (Q_j(s,a) − y)²
         y, penalty = self.critic_target_value(batch, target_penalty)
         q_pred = self.critic(batch.obs, batch.act)
         critic_loss = (q_pred - y).square().mean(dim=(1, 2)).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
+        self.critic_step(critic_loss)
 
-        # 3. actor, against the updated online critics; gradients only into the actor's parameters
-        a_pi, _, logp_pi = self.actor.sample(batch.obs, generator=self.generator)
-        q_pi = self.critic(batch.obs, a_pi).amin(0)
-        actor_loss = (alpha * logp_pi - q_pi).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self._actor_params)
-        self.actor_optimizer.step()
-
-        # 4. temperature, then the clamp α = min(exp(log α), alpha_max) used from the next step on
-        logp_mean = logp_pi.detach().mean()
-        if self.alpha_optimizer is not None:
-            alpha_loss = -self.log_alpha * (logp_mean + self.target_entropy)
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
-            self._alpha = self._current_alpha()
-
-        # 5. Polyak: θ̄ ← (1 − τ) θ̄ + τ θ
-        with torch.no_grad():
-            torch._foreach_mul_(self._target_params, 1.0 - cfg.tau)
-            torch._foreach_add_(self._target_params, self._critic_params, alpha=cfg.tau)
+        # 3. actor, against the updated online critics; 4. temperature; 5. Polyak
+        actor_loss, logp_mean = self.actor_step(batch.obs, alpha)
+        self.alpha_step(logp_mean)
+        self.polyak()
 
         q_det = q_pred.detach()
         metrics = {
             "critic_loss": critic_loss.detach(),
-            "actor_loss": actor_loss.detach(),
+            "actor_loss": actor_loss,
             "alpha": alpha,
             "q_mean": q_det.mean(),
             "q_max": q_det.max(),
@@ -215,6 +195,41 @@ class SAC:
         if penalty is not None:
             metrics["penalty_mean"] = penalty.detach().mean()
         return metrics
+
+    # -- the pieces of a step, shared with the learners built on SAC (cql) ------------------------
+    def critic_step(self, critic_loss: torch.Tensor) -> None:
+        """One Adam step of the critic ensemble on ``critic_loss`` (a sum over critics)."""
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+    def actor_step(self, obs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_π = mean[α log π(ã|s) − min_j Q_j(s, ã)], one Adam step of the actor only (sac.md §2.3).
+
+        Returns the detached loss and the detached mean log π (for the temperature step)."""
+        a_pi, _, logp_pi = self.actor.sample(obs, generator=self.generator)
+        q_pi = self.critic(obs, a_pi).amin(0)
+        actor_loss = (alpha * logp_pi - q_pi).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=self._actor_params)
+        self.actor_optimizer.step()
+        return actor_loss.detach(), logp_pi.detach().mean()
+
+    def alpha_step(self, logp_mean: torch.Tensor) -> None:
+        """Temperature step, then α = min(exp(log α), alpha_max) from the next use on (sac.md §2.4)."""
+        if self.alpha_optimizer is None:
+            return
+        alpha_loss = -self.log_alpha * (logp_mean + self.target_entropy)
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+        self._alpha = self._current_alpha()
+
+    @torch.no_grad()
+    def polyak(self) -> None:
+        """θ̄ ← (1 − τ) θ̄ + τ θ for every target critic (sac.md §2.5)."""
+        torch._foreach_mul_(self._target_params, 1.0 - self.cfg.tau)
+        torch._foreach_add_(self._target_params, self._critic_params, alpha=self.cfg.tau)
 
     # -- learning-rate schedule (sac.md §4) -----------------------------------------------------
     def set_total_epochs(self, n: int) -> None:

@@ -73,6 +73,11 @@ class MopoPenalty:
 
     stage = "rollout"
 
+    @staticmethod
+    def requirements(cfg: Any) -> frozenset[str]:
+        """The aleatoric mode reads the members' variances; the other modes only their means."""
+        return frozenset({"variance"}) if cfg.mode == "aleatoric" else frozenset({"mean"})
+
     @dataclass
     class Config:
         coef: float = 1.0

@@ -56,6 +56,8 @@ DEFAULT_HORIZON = 5  # dynamics.md §13: the usual H when the rule runs outside 
 class RamboRule(Rule):
     """RAMBO-RL: adversarial model updates (rambo.md §3) and BC warm start of the actor (§4)."""
 
+    requires = frozenset({"variance", "log_prob"})  # the adversarial likelihood term and the MLE loss
+
     @dataclass
     class Config:
         """Keys of rambo.md §5 and the switches of §7 (defaults: the OLK column)."""

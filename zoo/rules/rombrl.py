@@ -221,6 +221,8 @@ class _ActorGate:
 class RombrlRule(Rule):
     """ROMBRL Stackelberg rounds (leader: the actor; follower: the model) and re-simulated model rows."""
 
+    requires = frozenset({"variance", "log_prob"})  # the follower's likelihood and the score-function terms
+
     @dataclass
     class Config:
         """Keys of rombrl.md §7 (script defaults) and the §8 switches."""

@@ -83,6 +83,8 @@ class RomiRule(Rule):
     """ROMI's model phase (romi.md §3): a weighted-MLE inner step and a one-step (or exact) hypergradient step of
     the weighting network towards robust value-aware model learning."""
 
+    requires = frozenset({"variance", "log_prob"})  # the weighted MLE and reparameterised Gaussian samples
+
     @dataclass
     class Config:
         """Keys of romi.md §6-§7 with the code's defaults (§7 switch names without the ``romi.`` prefix)."""
