@@ -4,9 +4,9 @@ On a GPU, ``Tensor.item()``, ``float(t)``, ``bool(t)``, ``.tolist()`` or ``.nump
 device catches up. On the CPU they are free, so a CPU-only CI would never notice one slipping in. This test
 makes each of them raise while the trainer draws a batch, lets the rule see it, and takes the learner's
 update; it checks every recipe whose step does something of its own (a rollout-stage penalty, a target-stage
-penalty, ROMBRL's re-simulated model rows). Rollouts, rule phases, metrics and evaluations run between
-steps, every N steps, and may sync. Syncs inside a single C++ op (boolean-mask indexing, ``nonzero``) are
-not visible to this trap; the step code avoids them by construction (``torch.where`` over masks).
+penalty, ROMBRL's re-simulated model rows, COMBO's conservative critic term). Rollouts, rule phases, metrics and
+evaluations run between steps, every N steps, and may sync. Syncs inside a single C++ op (boolean-mask indexing,
+``nonzero``) are not visible to this trap; the step code avoids them by construction (``torch.where`` over masks).
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ SMALL = [
     "rollout.batch=64",
 ]
 EXTRA = {
+    "combo": ["learner.num_repeat=2"],  # the conservative term: proposal actions, log-sum-exp, weighted means
     "mopo": [],
     "mobile": ["penalty.samples=2"],
     "rombrl": [

@@ -78,10 +78,10 @@ class MorelHaltPenalty:
         if self.cfg.threshold > 0:
             self.threshold = torch.tensor(self.cfg.threshold, device=ctx.data.obs.device)
             return self.threshold
-        data = ctx.data
+        obs, act = ctx.data.obs, ctx.data.act
         parts = [
-            self.disagreement(ctx.model.forward(data.obs[i : i + DATASET_CHUNK], data.act[i : i + DATASET_CHUNK])[0], ctx)
-            for i in range(0, len(data), DATASET_CHUNK)
+            self.disagreement(ctx.model.forward(obs[i : i + DATASET_CHUNK], act[i : i + DATASET_CHUNK])[0], ctx)
+            for i in range(0, obs.shape[0], DATASET_CHUNK)
         ]
         self.threshold = usad_threshold(
             torch.cat(parts), self.cfg.threshold_stat, self.cfg.pessimism, self.cfg.quantile
