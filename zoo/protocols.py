@@ -80,7 +80,14 @@ class FitReport:
 
 @runtime_checkable
 class Dynamics(Protocol):
-    """Kind ``dynamics``. Built as ``create("dynamics", name, spec, device, **cfg)``."""
+    """Kind ``dynamics``. Built as ``create("dynamics", name, spec, device, **cfg)``.
+
+    Capabilities: a model class may declare ``provides`` (a frozenset of "mean", "variance", "log_prob"); a
+    penalty, rule or learner class may declare ``requires`` (or a static ``requirements(cfg)`` when the need
+    depends on its config). Resolving a config refuses a combination whose needs the model does not provide
+    (zoo.config.check_capabilities); a model without ``provides`` is trusted to provide everything. A model
+    without ``log_prob`` (the deterministic ensemble) raises a clear error from ``log_prob`` and ``nll``.
+    """
 
     elites: torch.Tensor  # [|El|] long
 
@@ -134,7 +141,9 @@ class Penalty(Protocol):
     stage: str
 
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """rollout stage: ``(step: ModelStep, ctx) -> [B, 1]`` subtracted from the stored reward.
+        """rollout stage: ``(step: ModelStep, ctx) -> [B, 1]`` subtracted from the stored reward; a rollout-stage
+        penalty may also have ``halt(step, ctx) -> [B, 1]`` (0/1): those rows are stored terminal and their
+        branches stop (MOReL's absorbing HALT state).
         target stage: ``(batch: Batch, learner, ctx) -> [B, 1]``, zero on real rows."""
         ...
 
