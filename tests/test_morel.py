@@ -35,11 +35,11 @@ def linear_data(n: int, seed: int = 0) -> tuple[Transitions, np.ndarray, np.ndar
 
 
 def test_deterministic_ensemble_recovers_a_linear_map() -> None:
-    data, a_mat, _ = linear_data(2000)
+    data, a_mat, _ = linear_data(1000)
     torch.manual_seed(0)
     model = REGISTRY.create(
-        "dynamics", "deterministic_ensemble", SPEC, "cpu", hidden=[64, 64], weight_decay=[0.0] * 3, max_epochs=60,
-        lr=3e-3,
+        "dynamics", "deterministic_ensemble", SPEC, "cpu", hidden=[32, 32], weight_decay=[0.0] * 3, max_epochs=60,
+        lr=1e-2,
     )
     report = model.fit(data, generator=torch.Generator().manual_seed(0))
     assert report.epochs == 60 and sorted(report.elites) == [0, 1, 2, 3]
