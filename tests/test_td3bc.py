@@ -46,8 +46,8 @@ def test_actor_loss_matches_a_direct_computation(bc_rows: str) -> None:
         rows = range(3) if bc_rows == "real" else range(len(batch))  # the first 3 rows are real
         expected_bc = sum(sq[i] for i in rows) / len(rows)
         expected = -lam * sum(q1) / len(q1) + expected_bc
-    assert float(bc) == pytest.approx(expected_bc, rel=1e-5)
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(bc.detach()) == pytest.approx(expected_bc, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     assert loss.requires_grad
 
 
