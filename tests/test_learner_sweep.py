@@ -60,3 +60,20 @@ def test_every_learner_runs_with_every_penalty(learner: str, penalty: str, share
         assert all(r["penalty_mean"] > 0 for r in train)
     else:
         assert all("penalty_mean" not in r for r in train)
+
+
+@pytest.mark.parametrize("penalty", ["morel", "mobile"])
+def test_mean_only_penalties_run_on_the_deterministic_ensemble(penalty: str, shared: dict, tmp_path: Path) -> None:
+    """MOReL's halting and MOBILE's Bellman inconsistency need only the members' predictions."""
+    torch.manual_seed(0)
+    overrides = ["dynamics.name=deterministic_ensemble", "learner.hidden=[16, 16]", f"penalty.name={penalty}"]
+    cfg = resolve("mbpo", overrides=TINY + overrides + PENALTY_KEYS.get(penalty, []))
+    trainer = Trainer(cfg, HopperShapedTask(), tmp_path / "run", shared["cache"], progress=False, data=shared["data"])
+    trainer.setup()
+    assert trainer.model.registry_name == "deterministic_ensemble"
+    assert trainer.train()["steps"] == 100
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert all(math.isfinite(v) for r in train for k, v in r.items() if k != "kind")
+    if penalty == "morel":
+        assert trainer.penalty.threshold is not None and float(trainer.penalty.threshold) > 0
