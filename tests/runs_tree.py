@@ -27,7 +27,7 @@ def config_toml(algo: str, task: str, seed: int, steps: int, coef: float, target
         f'[data]\nloader = "keep_timeouts"\nnormalize_obs = {str(normalize).lower()}\n\n'
         "[rollout]\nevery = 1000\nbatch = 50000\nhorizon = 5\nretain = 5\n\n"
         "[batch]\nsize = 256\nreal_ratio = 0.05\n\n"
-        "[dynamics]\nname = \"gaussian_ensemble\"\nensemble = 7\nhidden = [\n    200,\n    200,\n]\n\n"
+        '[dynamics]\nname = "gaussian_ensemble"\nensemble = 7\nhidden = [\n    200,\n    200,\n]\n\n'
         f'[penalty]\nname = "mopo"\ncoef = {coef!r}\n\n[rule]\nname = "mle"\n\n'
         f'[learner]\nname = "sac"\nnum_critics = 2\ngamma = 0.99\ntarget_min = {tmin}\n'
     )
@@ -125,17 +125,48 @@ def build_tree(out: Path) -> Path:
                 make_run(out, "quick", task, algo, seed, score)
     make_run(out, "quick", "pendulum-medium", "mopo", 3, None)  # failed: reported, never averaged
     for seed, score in enumerate([35.0, 45.0]):  # a sweep column on one task only (a partial total)
-        make_run(out, "quick", "pendulum-random", "mopo", seed, score, label="mopo[penalty.coef=2.0]",
-                 config_hash="bbbbbbbbbbbb", coef=2.0, steps=4000)
+        make_run(
+            out,
+            "quick",
+            "pendulum-random",
+            "mopo",
+            seed,
+            score,
+            label="mopo[penalty.coef=2.0]",
+            config_hash="bbbbbbbbbbbb",
+            coef=2.0,
+            steps=4000,
+        )
     make_run(out, "quick", "pendulum-random", "mopo", 0, 11.0, setting=None, config_hash="cccccccccccc")
     make_run(out, "quick", "pendulum-random", "mopo", 0, 33.0, setting=None, config_hash="dddddddddddd", age=5)
     for task, algos in D4RL.items():
         for algo, scores in algos.items():
             clamp = 0.0 if algo == "mobile" else float("-inf")
             for seed, score in enumerate(scores):
-                make_run(out, "d4rl", task, algo, seed, score, setting=Setting(), steps=3000, target_min=clamp,
-                         config_hash=f"{algo[:4]:x<12}")
-                make_run(out, "d4rl-noisy", task, algo, seed, score - 20.0, setting=Setting(), steps=3000,
-                         noise="gaussian:0.05", target_min=clamp, config_hash=f"{algo[:4]:x<12}")
+                make_run(
+                    out,
+                    "d4rl",
+                    task,
+                    algo,
+                    seed,
+                    score,
+                    setting=Setting(),
+                    steps=3000,
+                    target_min=clamp,
+                    config_hash=f"{algo[:4]:x<12}",
+                )
+                make_run(
+                    out,
+                    "d4rl-noisy",
+                    task,
+                    algo,
+                    seed,
+                    score - 20.0,
+                    setting=Setting(),
+                    steps=3000,
+                    noise="gaussian:0.05",
+                    target_min=clamp,
+                    config_hash=f"{algo[:4]:x<12}",
+                )
     make_run(out, "minari", "mujoco/pusher/expert-v0", "mopo", 0, 12.0, setting=Setting("quick"))
     return out

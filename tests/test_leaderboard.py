@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from zoo.bench.grid import Setting
 from zoo.bench.leaderboard import FORMATS, build_leaderboards, label_order, write_leaderboards
 from zoo.bench.stats import stratified_bootstrap_iqm
-from zoo.bench.store import scan_runs
 from zoo.cli import app
 from zoo.engine.run import RunId
+from zoo.results import load_runs
 
 REPS = 2_000  # bootstrap replicates in these tests (the default 50k is slower and changes nothing checked)
 
@@ -97,7 +97,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def test_cells_best_marks_totals_and_iqm(results: Path) -> None:
-    (board,) = build_leaderboards(scan_runs(results), reps=REPS)
+    (board,) = build_leaderboards(load_runs(results), reps=REPS)
     assert board.suite == "quick" and board.setting == Setting("quick")
     assert board.tasks == ["pendulum-random", "pendulum-medium"]  # the suite's order
     assert board.labels == ["mbpo", "mopo"]
@@ -154,7 +154,7 @@ def test_clean_d4rl_shows_published_scores_and_noisy_suites_get_their_own_tables
         make_run(out, "d4rl", "halfcheetah-medium-v2", "mopo", seed, a, setting=Setting())
         make_run(out, "d4rl", "halfcheetah-medium-v2", "mobile", seed, b, setting=Setting())
         make_run(out, "d4rl-noisy", "halfcheetah-medium-v2", "mopo", seed, a - 20, setting=Setting())
-    boards = build_leaderboards(scan_runs(out), reps=REPS)
+    boards = build_leaderboards(load_runs(out), reps=REPS)
     clean, noisy = (b for b in sorted(boards, key=lambda b: b.suite))
     assert clean.suite == "d4rl" and noisy.suite == "d4rl-noisy" and noisy.noisy
     headers = [c.header for c in clean.references]
@@ -184,7 +184,7 @@ def test_settings_and_sweep_columns_never_share_a_cell(tmp_path: Path) -> None:
         setting=Setting("quick"),
         config_hash="bbbbbbbbbbbb",
     )
-    boards = {b.setting: b for b in build_leaderboards(scan_runs(out), reps=REPS)}
+    boards = {b.setting: b for b in build_leaderboards(load_runs(out), reps=REPS)}
     assert set(boards) == {Setting("quick"), Setting(None)}
     assert boards[Setting("quick")].labels == ["mopo", "mopo[penalty.coef=2.0]"]
     assert boards[Setting(None)].cells[("pendulum-random", "mopo")].mean == 90.0
@@ -241,7 +241,7 @@ def test_leaderboard_command(results: Path) -> None:
 
 
 def test_iqm_row_uses_every_task_and_seed(results: Path) -> None:
-    (board,) = build_leaderboards(scan_runs(results), reps=REPS)
+    (board,) = build_leaderboards(load_runs(results), reps=REPS)
     pooled = np.array(SCORES["pendulum-random"]["mbpo"] + SCORES["pendulum-medium"]["mbpo"])
     assert board.iqm["mbpo"].point == pytest.approx(np.sort(pooled)[1:5].mean())
     assert board.iqm["mbpo"].n_scores == 6 and board.iqm["mbpo"].n_tasks == 2

@@ -261,6 +261,9 @@ def leaderboard(
     else:
         for board in boards:
             console.print(render_rich(board))
+    for board in boards:
+        for text in board.unreadable:
+            err_console.print(f"[yellow]warning: {escape(text)} (not in {escape(board.title)})[/]", highlight=False)
     err_console.print(f"{len(written)} file(s) written to {dest or out / 'leaderboard'}", highlight=False)
 
 
