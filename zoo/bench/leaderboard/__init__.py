@@ -14,7 +14,11 @@ The runs are read once, by :mod:`zoo.results` (``load_runs``/``load_curves``); t
 - :mod:`.text`: cell texts, rows, headers and notes shared by the renderers;
 - one renderer per format: :mod:`.markdown`, :mod:`.csvfile`, :mod:`.latex`, :mod:`.html_page`, and
   :mod:`.terminal` (rich);
-- :mod:`.plots`: learning curves; :mod:`.files`: writing everything for a results directory.
+- :mod:`.plots`: learning curves, performance profiles, P(improvement); :mod:`.files`: writing everything for
+  a results directory.
+
+rliable's performance profiles and probability of improvement (:mod:`zoo.bench.stats`) go on the HTML page and
+into PNG plots; ``zoo leaderboard --compare X,Y`` prints P(X > Y) with its interval.
 
 Regenerating from the same run directories writes the same bytes: nothing is retrained, the bootstrap has a
 fixed seed, no timestamps are written (``tests/test_leaderboard_golden.py``).
@@ -25,8 +29,16 @@ from zoo.bench.leaderboard.files import FORMATS, write_leaderboards
 from zoo.bench.leaderboard.html_page import render_html
 from zoo.bench.leaderboard.latex import render_tex
 from zoo.bench.leaderboard.markdown import render_markdown
-from zoo.bench.leaderboard.model import Cell, Leaderboard, build_leaderboards, label_order
-from zoo.bench.leaderboard.plots import plot_curves
+from zoo.bench.leaderboard.model import (
+    Cell,
+    Leaderboard,
+    add_aggregates,
+    build_leaderboards,
+    compare_columns,
+    improvement,
+    label_order,
+)
+from zoo.bench.leaderboard.plots import plot_curves, plot_improvement, plot_profiles
 from zoo.bench.leaderboard.terminal import render_rich
 from zoo.bench.leaderboard.text import cell_text, info_text
 
@@ -34,11 +46,16 @@ __all__ = [
     "FORMATS",
     "Cell",
     "Leaderboard",
+    "add_aggregates",
     "build_leaderboards",
+    "compare_columns",
+    "improvement",
     "cell_text",
     "info_text",
     "label_order",
     "plot_curves",
+    "plot_improvement",
+    "plot_profiles",
     "render_csv",
     "render_html",
     "render_markdown",

@@ -10,8 +10,8 @@ from zoo.bench.leaderboard.csvfile import render_csv
 from zoo.bench.leaderboard.html_page import CSS, render_html
 from zoo.bench.leaderboard.latex import render_tex
 from zoo.bench.leaderboard.markdown import render_markdown
-from zoo.bench.leaderboard.model import Leaderboard, build_leaderboards
-from zoo.bench.leaderboard.plots import plot_curves
+from zoo.bench.leaderboard.model import Leaderboard, add_aggregates, build_leaderboards
+from zoo.bench.leaderboard.plots import plot_curves, plot_improvement, plot_profiles
 from zoo.io import atomic_write_text
 from zoo.results import load_runs
 
@@ -27,8 +27,8 @@ def write_leaderboards(
     plots: bool = True,
 ) -> tuple[list[Leaderboard], list[Path]]:
     """Build every (suite, setting) table from ``<out>/runs`` and write one file per suite and format into
-    ``dest`` (default ``<out>/leaderboard``), with the learning curves under ``curves/``. Returns the tables
-    and the written paths."""
+    ``dest`` (default ``<out>/leaderboard``), with the learning curves under ``curves/`` and the performance
+    profiles and P(improvement) plots under ``aggregates/``. Returns the tables and the written paths."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown leaderboard format(s) {', '.join(unknown)}; formats: {', '.join(FORMATS)}")
@@ -52,11 +52,26 @@ def write_leaderboards(
                     plot_curves(board, task, dest / rel)
                     written.append(dest / rel)
                     curves.setdefault(i, {})[task] = rel.as_posix()
+        aggregates: dict[int, dict[str, str]] = {}
+        if "html" in formats or plots:  # rliable's profiles and P(improvement): on the page and as plots
+            for i, board in enumerate(suite_boards):
+                add_aggregates(board)
+                if not plots:
+                    continue
+                folder = Path("aggregates") / name / board.slug
+                drawn = [("profiles", plot_profiles, bool(board.profiles))]
+                drawn.append(("improvement", plot_improvement, len(board.improvement) > 0))
+                for kind, draw, wanted in drawn:
+                    if wanted:
+                        rel = folder / f"{kind}.png"
+                        draw(board, dest / rel)
+                        written.append(dest / rel)
+                        aggregates.setdefault(i, {})[kind] = rel.as_posix()
         renderers = {
             "md": lambda b=suite_boards, c=curves: render_markdown(b, c),
             "csv": lambda b=suite_boards: render_csv(b),
             "tex": lambda b=suite_boards: render_tex(b),
-            "html": lambda b=suite_boards, c=curves: render_html(b, c),
+            "html": lambda b=suite_boards, c=curves, a=aggregates: render_html(b, c, a),
         }
         for fmt in formats:
             path = dest / f"{name}.{fmt}"

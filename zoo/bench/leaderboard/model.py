@@ -9,11 +9,21 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from zoo.bench.grid import Setting
 from zoo.bench.references import ReferenceColumn, reference_columns, reference_task
-from zoo.bench.stats import Interval, mean_std, stratified_bootstrap_iqm
+from zoo.bench.stats import (
+    BOOTSTRAP_REPS,
+    PROFILE_REPS,
+    Interval,
+    Profile,
+    mean_std,
+    performance_profile,
+    probability_of_improvement,
+    stratified_bootstrap_iqm,
+)
 from zoo.results import latest_runs, load_curves
 
 
@@ -44,6 +54,9 @@ class Leaderboard:
     info: dict[str, list[str]]  # loader, eval env, mujoco, noise: distinct values
     curves: dict[str, dict[str, list[list[tuple[int, float]]]]] = field(default_factory=dict)  # task->label->seeds
     unreadable: list[str] = field(default_factory=list)  # "path: why" of run files that cannot be read
+    reps: int = BOOTSTRAP_REPS  # bootstrap replicates of the IQM and P(improvement) intervals
+    profiles: dict[str, Profile] = field(default_factory=dict)  # label -> performance profile (add_aggregates)
+    improvement: dict[tuple[str, str], Interval] = field(default_factory=dict)  # (x, y) -> P(x > y)
 
     @property
     def title(self) -> str:
@@ -135,14 +148,35 @@ INFO_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+CLAMP_KEY = "target clamp (learner.target_min)"  # the critic-target clamp, config key learner.target_min (sac.md §6 #5)
+
+
+def clamp_texts(finished: pd.DataFrame, labels: list[str]) -> list[str]:
+    """The critic-target clamp of the table's runs (``learner.target_min``; -inf means none): one value when
+    every column shares it, else one entry per column ("mobile 0.0"); nothing when no config records it."""
+    column = "cfg.learner.target_min"
+    if column not in finished.columns:
+        return []
+
+    def text(v: float) -> str:
+        return "off" if v == -math.inf else str(v)
+
+    per_label = {}
+    for label in labels:
+        values = sorted({float(v) for v in finished.loc[finished["label"] == label, column].dropna()})
+        if values:
+            per_label[label] = "/".join(text(v) for v in values)
+    if len(set(per_label.values())) == 1:
+        return [next(iter(per_label.values()))]
+    return [f"{label} {value}" for label, value in per_label.items()]
+
+
 def build_leaderboards(
     runs: pd.DataFrame, reps: int | None = None, with_curves: bool = True, curves: pd.DataFrame | None = None
 ) -> list[Leaderboard]:
     """Group a :func:`zoo.results.load_runs` frame into (suite, setting) tables. Each cell counts the run of
     :func:`zoo.results.latest_runs`; ``curves`` (a :func:`zoo.results.load_curves` frame) is read from the run
     directories when not given."""
-    from zoo.bench.stats import BOOTSTRAP_REPS
-
     if runs.empty:
         return []
     unreadable = runs[runs["status"] == "unreadable"]
@@ -154,6 +188,7 @@ def build_leaderboards(
     for (suite, key), group in runs.groupby(["suite", "setting_key"], sort=True):
         bad = unreadable[(unreadable["suite"] == suite) & (unreadable["setting_key"] == key)]
         board = _build_one(str(suite), setting_of(str(key)), group, reps or BOOTSTRAP_REPS)
+        board.reps = reps or BOOTSTRAP_REPS
         board.unreadable = [f"{r.unreadable_file}: {r.error}" for r in bad.itertuples()]
         if with_curves and curves is not None:
             _attach_curves(board, group, curves)
@@ -197,6 +232,8 @@ def _build_one(suite: str, setting: Setting, recs: pd.DataFrame, reps: int) -> L
     info: dict[str, list[str]] = {}
     for key, column in INFO_FIELDS:
         info[key] = sorted({str(v) for v in finished[column].dropna()})
+        if key == "loader":
+            info[CLAMP_KEY] = clamp_texts(finished, labels)
     clean_d4rl = not noisy and any(reference_task(t) for t in tasks) and suite.startswith("d4rl")
     refs = reference_columns(sorted(set(recs["algo"])), tasks) if clean_d4rl else []
     return Leaderboard(
@@ -231,3 +268,39 @@ def _attach_curves(board: Leaderboard, recs: pd.DataFrame, curves: pd.DataFrame)
         curve = per_run.get((r.task, r.label, r.seed, r.config_hash))
         if curve:
             board.curves.setdefault(r.task, {}).setdefault(r.label, []).append(curve)
+
+
+def profile_taus(board: Leaderboard, points: int = 101) -> np.ndarray:
+    """Thresholds of the performance profiles: from min(0, lowest score) to max(100, highest score)."""
+    scores = [s for cell in board.cells.values() for s in cell.scores.values() if math.isfinite(s)]
+    low = min([0.0, *scores])
+    high = max([100.0, *scores])
+    return np.linspace(low, high, points)
+
+
+def add_aggregates(board: Leaderboard) -> Leaderboard:
+    """Fill ``board.profiles`` (every column, rliable's run-score distribution with its stratified-bootstrap
+    band) and ``board.improvement`` (every ordered pair of columns, P(x > y) with its interval); both are
+    deterministic (fixed bootstrap seed)."""
+    taus = profile_taus(board)
+    for label in board.labels:
+        groups = board.score_groups(label)
+        if groups:
+            board.profiles[label] = performance_profile(groups, taus, reps=min(board.reps, PROFILE_REPS))
+    for x in board.labels:
+        for y in board.labels:
+            if x != y:
+                board.improvement[(x, y)] = improvement(board, x, y)
+    return board
+
+
+def improvement(board: Leaderboard, x: str, y: str) -> Interval:
+    """P(x > y) over the table's tasks where both columns have scores (:func:`probability_of_improvement`)."""
+    xs = [list(board.cells[(t, x)].scores.values()) if (t, x) in board.cells else [] for t in board.tasks]
+    ys = [list(board.cells[(t, y)].scores.values()) if (t, y) in board.cells else [] for t in board.tasks]
+    return probability_of_improvement(xs, ys, reps=board.reps)
+
+
+def compare_columns(boards: list[Leaderboard], x: str, y: str) -> list[tuple[Leaderboard, Interval]]:
+    """P(x > y) in every table that has both columns (each table's own tasks and seeds)."""
+    return [(b, improvement(b, x, y)) for b in boards if x in b.labels and y in b.labels]

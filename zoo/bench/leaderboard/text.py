@@ -108,3 +108,27 @@ def notes(board: Leaderboard) -> list[str]:
             + "; ".join(board.unreadable)
         )
     return out
+
+
+def improvement_text(iv: Interval) -> str:
+    return f"{iv.point:.2f} [{iv.low:.2f}, {iv.high:.2f}]"
+
+
+def aggregate_notes(board: Leaderboard) -> list[str]:
+    """What the performance profiles and the P(improvement) matrix show (Agarwal et al., 2021; rliable)."""
+    out = []
+    if board.profiles:
+        reps = next(iter(board.profiles.values())).reps
+        out.append(
+            "Performance profiles: the fraction of (task, seed) runs whose final normalized score is above τ, "
+            f"with a pointwise 95% stratified-bootstrap band ({reps} replicates), rliable's score distributions."
+        )
+    if board.improvement:
+        reps = next(iter(board.improvement.values())).reps
+        out.append(
+            "P(X > Y): for each task both columns ran, the probability that a run of X scores above a run of Y "
+            "(Mann-Whitney U / (n_X·n_Y), ties one half), averaged over those tasks; 95% interval from "
+            f"{reps} stratified bootstrap replicates resampling X's and Y's seeds independently within each task "
+            "(rliable). Green: the interval is above 0.5; red: below."
+        )
+    return out
