@@ -13,6 +13,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0}th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}tr.agg td{background:#f6f6f6}td.best{font-weight:bold;color:#0a6}
 th.ref,td.ref{color:#777}.notes{color:#555;font-size:90%}.curves img{width:420px;margin:4px}
+td{white-space:nowrap}
 table.poi caption{text-align:left;color:#555}table.poi td.diag{color:#bbb}td.win{color:#0a6}td.loss{color:#b33}"""
 
 

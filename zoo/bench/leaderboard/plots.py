@@ -92,11 +92,12 @@ def plot_improvement(board: Leaderboard, path: Path) -> None:
     try:
         for k, (x, y) in enumerate(reversed(pairs)):
             iv = board.improvement[(x, y)]
-            ax.plot([iv.low, iv.high], [k, k], linewidth=6, alpha=0.4, solid_capstyle="butt", color="tab:blue")
-            ax.plot([iv.point], [k], marker="|", markersize=12, color="black")
+            ax.plot([iv.low, iv.high], [k, k], linewidth=6, alpha=0.4, solid_capstyle="round", color="tab:blue")
+            ax.plot([iv.point], [k], marker="o", markersize=5, color="black", clip_on=False, zorder=3)
         ax.set_yticks(range(len(pairs)), [f"P({x} > {y})" for x, y in reversed(pairs)], fontsize=7)
         ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
-        ax.set_xlim(0.0, 1.0)
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.6, len(pairs) - 0.4)
         ax.set_xlabel("probability of improvement", fontsize=8)
         ax.set_title(f"P(X > Y) · {board.title}", fontsize=9)
         ax.grid(alpha=0.3, axis="x")
