@@ -3,7 +3,6 @@ cells, marking, totals, IQM, published references, noisy tables, every format, d
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,72 +10,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.runs_tree import make_run
 from zoo.bench.grid import Setting
 from zoo.bench.leaderboard import FORMATS, build_leaderboards, label_order, write_leaderboards
 from zoo.bench.stats import stratified_bootstrap_iqm
 from zoo.cli import app
-from zoo.engine.run import RunId
 from zoo.results import load_runs
 
 REPS = 2_000  # bootstrap replicates in these tests (the default 50k is slower and changes nothing checked)
-
-
-def make_run(
-    out: Path,
-    suite: str,
-    task: str,
-    algo: str,
-    seed: int,
-    score: float | None,
-    label: str | None = None,
-    setting: Setting = Setting("quick"),
-    steps: int = 2000,
-    config_hash: str = "0123456789ab",
-) -> Path:
-    """A run directory as train_run and the scheduler leave it (score None: a failed run)."""
-    run_dir = RunId(suite, task, algo, config_hash, seed).path(out)
-    run_dir.mkdir(parents=True)
-    bench = {
-        "suite": suite,
-        "task": task,
-        "algo": algo,
-        "label": label or algo,
-        "seed": seed,
-        "setting": setting.as_dict(),
-        "sweep": {},
-        "overrides": [],
-        "config_hash": config_hash,
-        "steps": steps,
-    }
-    (run_dir / "bench.json").write_text(json.dumps(bench))
-    if score is None:
-        (run_dir / "error.json").write_text(json.dumps({"error": "RuntimeError: boom", "traceback": "", "step": 3}))
-        return run_dir
-    evals = [(500 * (k + 1), score - 10.0 * (3 - k)) for k in range(4)]
-    lines = [{"step": 0, "kind": "setup"}] + [
-        {"step": s, "kind": "eval", "score": v, "return_mean": v, "return_std": 0.0, "length_mean": 200.0}
-        for s, v in evals
-    ]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    result = {
-        "task": task,
-        "suite": suite,
-        "algo": algo,
-        "seed": seed,
-        "config_hash": config_hash,
-        "score": score,
-        "return": score,
-        "steps": steps,
-        "wall_s": 12.5,
-        "loader": "keep_timeouts",
-        "eval_env": "Env-v4",
-        "mujoco": "3.3.0",
-        "noise": "none",
-        "status": "finished",
-        "best": {"score": score + 5, "step": 1500, "note": "best single evaluation; never in tables"},
-    }
-    (run_dir / "result.json").write_text(json.dumps(result))
-    return run_dir
 
 
 SCORES = {  # quick suite: task -> algo -> per-seed scores
