@@ -287,15 +287,23 @@ def add_aggregates(board: Leaderboard) -> Leaderboard:
         groups = board.score_groups(label)
         if groups:
             board.profiles[label] = performance_profile(groups, taus, reps=min(board.reps, PROFILE_REPS))
-    for x in board.labels:
-        for y in board.labels:
-            if x != y:
-                board.improvement[(x, y)] = improvement(board, x, y)
+    for i, x in enumerate(board.labels):
+        for y in board.labels[i + 1 :]:
+            board.improvement[(x, y)] = iv = improvement(board, x, y)
+            board.improvement[(y, x)] = _mirror(iv)
     return board
 
 
+def _mirror(iv: Interval) -> Interval:
+    return Interval(1.0 - iv.point, 1.0 - iv.high, 1.0 - iv.low, iv.reps, iv.n_tasks, iv.n_scores)
+
+
 def improvement(board: Leaderboard, x: str, y: str) -> Interval:
-    """P(x > y) over the table's tasks where both columns have scores (:func:`probability_of_improvement`)."""
+    """P(x > y) over the table's tasks where both columns have scores (:func:`probability_of_improvement`).
+    It is computed for the pair in the table's column order; the other order is its mirror image, replicate by
+    replicate P(y > x) = 1 - P(x > y), so the interval is (1 - high, 1 - low)."""
+    if board.labels.index(x) > board.labels.index(y):
+        return _mirror(improvement(board, y, x))
     xs = [list(board.cells[(t, x)].scores.values()) if (t, x) in board.cells else [] for t in board.tasks]
     ys = [list(board.cells[(t, y)].scores.values()) if (t, y) in board.cells else [] for t in board.tasks]
     return probability_of_improvement(xs, ys, reps=board.reps)
