@@ -43,6 +43,8 @@ def test_profiles_and_improvement_are_those_of_the_cells_scores(tree: Path) -> N
     assert board.improvement[("mopo", "rambo")] == direct
     # By hand: halfcheetah 70, 74 vs 77.5, 80 -> 0; hopper 90, 100 vs 88 -> 1; mean 0.5.
     assert direct.point == 0.5
+    mirror = board.improvement[("rambo", "mopo")]  # replicate by replicate P(Y > X) = 1 - P(X > Y)
+    assert (mirror.point, mirror.low, mirror.high) == (1 - direct.point, 1 - direct.high, 1 - direct.low)
     profile = board.profiles["mobile"]
     pooled = [s for t in tasks for s in D4RL[t]["mobile"]]
     assert profile.point.tolist() == [float(np.mean(np.array(pooled) > tau)) for tau in profile.taus]
