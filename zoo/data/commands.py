@@ -64,13 +64,17 @@ def cached_datasets() -> list[dict[str, Any]]:
         seen.add(real)
         rows.append({"kind": kind, "name": name, "size": _tree_size(path), "path": str(path)})
 
+    def dataset_files(folder: Path, pattern: str) -> list[Path]:
+        # A directory or an empty file with a dataset's name is not a dataset (an aborted copy, a mistake).
+        if not folder.is_dir():
+            return []
+        return [f for f in sorted(folder.glob(pattern)) if f.is_file() and f.stat().st_size > 0]
+
     for label, folder in (("d4rl", zoo_d4rl_dir()), ("d4rl", d4rl_dataset_dir())):
-        if folder.is_dir():
-            for f in sorted(folder.glob("*.hdf5")):
-                add(label, f.stem.replace("_", "-"), f)
-    if neorl_dir().is_dir():
-        for f in sorted(neorl_dir().glob("*.npz")):
-            add("neorl", f.stem, f)
+        for f in dataset_files(folder, "*.hdf5"):
+            add(label, f.stem.replace("_", "-"), f)
+    for f in dataset_files(neorl_dir(), "*.npz"):
+        add("neorl", f.stem, f)
     for label, root in (("local", local_root()), ("minari", minari_datasets_dir())):
         if root.is_dir():
             for meta in sorted(root.rglob("data/metadata.json")):
