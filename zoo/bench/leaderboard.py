@@ -20,7 +20,7 @@ import html
 import io
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,16 @@ from zoo.io import atomic_write, atomic_write_text
 FORMATS: tuple[str, ...] = ("md", "csv", "tex", "html")
 
 
+DIVERGED_MARK = "†"
+
+
 @dataclass
 class Cell:
     mean: float
     std: float
     n: int
     scores: dict[int, float]  # seed -> final score
+    diverged: int = 0  # seeds stopped by the divergence guard, scored at their last evaluations (marked †)
 
 
 @dataclass
@@ -158,11 +162,12 @@ def _build_one(suite: str, recs: list[RunRecord], reps: int, with_curves: bool) 
     by_cell: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for r in finished:
         by_cell[(r.task, r.label)][r.seed] = r.score
+    diverged = Counter((r.task, r.label) for r in finished if r.result.get("diverged"))
     cells = {}
     for key, seeds in by_cell.items():
         scores = dict(sorted(seeds.items()))
         mean, std, n = mean_std(list(scores.values()))
-        cells[key] = Cell(mean, std, n, scores)
+        cells[key] = Cell(mean, std, n, scores, diverged[key])
     failed: dict[str, list[str]] = defaultdict(list)
     for r in recs:
         if r.status == "failed":
@@ -211,9 +216,10 @@ def _fmt(x: float | None, digits: int = 1) -> str:
 def cell_text(cell: Cell | None, pm: str = "±") -> str:
     if cell is None:
         return "—"
+    mark = DIVERGED_MARK if cell.diverged else ""
     if cell.n > 1:
-        return f"{cell.mean:.1f} {pm} {cell.std:.1f} ({cell.n})"
-    return f"{cell.mean:.1f} ({cell.n})"
+        return f"{cell.mean:.1f} {pm} {cell.std:.1f} ({cell.n}){mark}"
+    return f"{cell.mean:.1f} ({cell.n}){mark}"
 
 
 def ref_text(value: tuple[float, float | None] | None, pm: str = "±") -> str:
@@ -287,6 +293,11 @@ def _notes(board: Leaderboard) -> list[str]:
         notes.append("Published scores (reference only; other code and eval envs): " + "; ".join(sources) + ".")
     if board.noisy:
         notes.append("Noisy-observation evaluation: never compare with clean tables.")
+    if any(cell.diverged for cell in board.cells.values()):
+        notes.append(
+            f"{DIVERGED_MARK}: the cell includes seeds stopped by the divergence guard, scored at their last "
+            "evaluations (kept, so that the aggregate never drops bad seeds)."
+        )
     for label, items in sorted(board.failed.items()):
         notes.append(f"failed runs of {label} (not in the table): " + "; ".join(items))
     return notes

@@ -54,6 +54,8 @@ def read_run(run_dir: Path) -> RunRecord | None:
     error = None if result is not None else _read_json(run_dir / "error.json")
     if result is None and error is None:
         return None
+    if result is not None and result.get("score") is None:  # it evaluated nothing: no score, no table
+        return None
     bench = _read_json(run_dir / "bench.json") or {}
     try:
         seed = int(run_dir.name.removeprefix("seed"))
