@@ -365,8 +365,12 @@ def main() -> None:
         ModuleNotFoundError,  # --plugin missing_module
         RuntimeError,  # e.g. --device cuda without CUDA, a checkpoint of another configuration
     )
+    _stop_on_signals()  # every command: SIGTERM unwinds like Ctrl-C (temporary files removed, checkpoints written)
     try:
         app()
+    except KeyboardInterrupt:  # outside the commands' own clean stops (e.g. collecting a dataset)
+        err_console.print("[yellow]interrupted[/]")
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as err:
         if debug:
             traceback.print_exc()

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zoo.paths import data_dir
@@ -27,7 +28,7 @@ _err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[red]error:[/] {message}", markup=True, highlight=False)
+    _err.print(f"[red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -132,7 +133,10 @@ def info_cmd(
         t = get_task(task)
     except KeyError as err:
         raise _fail(str(err)) from None
-    path = t.dataset_path()
+    try:
+        path = t.dataset_path()
+    except DatasetError as err:  # e.g. a directory where the file should be
+        raise _fail(str(err)) from None
     if path is None:
         raise _fail(f"task {t.name}: dataset {t.dataset_id} is not in the cache; {t.how_to_get()}")
     try:

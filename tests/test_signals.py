@@ -1,0 +1,183 @@
+"""Signals, locks and orphans through real processes (issue 11, items 2, 4, 9 and 10; the ``slow`` tier).
+
+- ``zoo train`` stopped by SIGTERM writes a checkpoint and exits 130, like Ctrl-C, also under the quick preset's
+  ``checkpoint_every = 0``; the resumed run's ``wall_s`` counts every segment.
+- A second ``zoo train`` on a run directory that another one writes is refused, naming its pid and host; that
+  first one, started with SIGINT ignored (a background job of a non-interactive shell), still stops on Ctrl-C
+  while it pretrains.
+- A local-executor worker dies with its driver, even when the driver is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = [
+    "rollout.batch=400",
+    "rollout.every=200",
+    "eval.every=200",
+    "eval.episodes=2",
+    "eval.last_k=2",
+    "dynamics.max_epochs=2",
+    "dynamics.hidden=[64, 64]",
+    "dynamics.weight_decay=[2.5e-5, 5e-5, 1e-4]",
+    "learner.hidden=[64, 64]",
+    "log_every=50",
+    "checkpoint_every=0",  # the quick preset's: before the fix, a SIGTERM lost the whole run
+]
+
+
+def train_args(out: Path, steps: int, overrides: list[str]) -> list[str]:
+    args = [sys.executable, "-m", "zoo.cli", "train", "--algo", "mbpo", "--task", "pendulum-random", "--steps",
+            str(steps), "--out", str(out), "--no-progress"]
+    for o in overrides:
+        args += ["--set", o]
+    return args
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended early: {proc.communicate()[0]}")
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def train_lines(out: Path) -> list[dict]:
+    found = list((out / "runs").rglob("metrics.jsonl")) if (out / "runs").exists() else []
+    if not found:
+        return []
+    return [json.loads(ln) for ln in found[0].read_text().splitlines() if '"kind": "train"' in ln]
+
+
+def test_train_sigterm_checkpoints_and_wall_time_accumulates(
+    quick_env: Path, tmp_path: Path
+) -> None:
+    from zoo.tasks.task import get_task
+
+    get_task("pendulum-random").load()  # collect the dataset here, so the subprocesses train at once
+    env = {**os.environ, "ZOO_DATA": str(quick_env), "PYTHONPATH": str(REPO)}
+    args = train_args(tmp_path, 600, [*TINY, "eval.every=300", "eval.episodes=1"])
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: len(train_lines(tmp_path)) >= 2, 240, first)
+    (metrics,) = list((tmp_path / "runs").rglob("metrics.jsonl"))
+    run_dir = metrics.parent
+
+    # SIGTERM: the same clean stop as Ctrl-C, with a checkpoint although checkpoint_every = 0.
+    first.send_signal(signal.SIGTERM)
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 130, output
+    assert "SIGTERM" in output and "--resume" in output
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert 0 < checkpoint["step"] < 600 and checkpoint["wall_s"] > 0
+    assert not (run_dir / "result.json").exists()
+
+    done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["steps"] == 600 and result["wall_s"] > checkpoint["wall_s"]
+    steps = [line["step"] for line in train_lines(tmp_path)]
+    assert steps == sorted(set(steps)) and steps[-1] == 600  # no repeated lines
+
+
+
+def test_second_writer_refused_and_ctrl_c_stops_pretraining_with_sigint_ignored(
+    quick_env: Path, tmp_path: Path
+) -> None:
+    from zoo.tasks.task import get_task
+
+    get_task("pendulum-random").load()
+    env = {**os.environ, "ZOO_DATA": str(quick_env), "PYTHONPATH": str(REPO)}
+    # The recipe's full-size ensemble with a long patience: pretraining takes far longer than this test waits.
+    args = train_args(tmp_path, 100_000, ["dynamics.max_epochs=5000", "dynamics.patience=5000"])
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what a non-interactive shell's `&` does
+    )
+    wait_for(lambda: bool(list(tmp_path.rglob("config.toml"))), 120, proc)
+    (config,) = list(tmp_path.rglob("config.toml"))
+    before = {p.name: p.read_bytes() for p in config.parent.iterdir() if p.is_file() and p.name != ".lock"}
+
+    # A second writer on the same run directory is refused, in one line naming the owner; it changes nothing.
+    second = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert f"is being written by another process (pid {proc.pid} on host" in second.stderr
+    assert {p.name: p.read_bytes() for p in config.parent.iterdir() if p.is_file() and p.name != ".lock"} == before
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("Ctrl-C was ignored during pretraining") from None
+    assert proc.returncode == 130, output
+    assert "interrupted before training started" in output
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys, time
+    from zoo.bench.executors import LocalExecutor
+    from zoo.bench.jobs import WorkerEnv
+    from tests.test_signals import sleepy_job
+
+    executor = LocalExecutor(LocalExecutor.Config(workers=1, threads=1))
+    executor.start(WorkerEnv())
+    executor.submit(sleepy_job, sys.argv[1])
+    time.sleep(600)
+    """
+)
+
+
+def sleepy_job(env: object, pid_file: str) -> None:
+    """A job that outlives any test unless its worker is ended: it writes its pid, then sleeps."""
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(300)
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaps counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_local_worker_dies_when_its_driver_is_killed(tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(pid_file)], env=env, cwd=REPO)
+    try:
+        wait_for(lambda: pid_file.is_file() and pid_file.read_text() != "", 120, driver)
+        worker = int(pid_file.read_text())
+        assert process_alive(worker)
+        driver.kill()  # SIGKILL: no cleanup code of the driver runs
+        driver.wait(timeout=10)
+        deadline = time.time() + 15
+        while process_alive(worker) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not process_alive(worker), "the worker outlived its driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        if pid_file.is_file() and pid_file.read_text() and process_alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
