@@ -159,6 +159,19 @@ def test_directory_in_place_of_a_dataset_file(home: Path, monkeypatch: pytest.Mo
     assert "not in the cache" not in err
 
 
+def test_unreadable_dataset_file_is_not_called_corrupt(home: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import os
+
+    path = home / "d4rl" / "hopper_medium-v2.hdf5"
+    write_d4rl_hdf5(path)
+    real_access = os.access
+    # Tests may run as root, who reads any file: refuse this one the way a chmod 000 does for anyone else.
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != path and real_access(p, mode, **kw))
+    code, _, err = zoo(["data", "info", "hopper-medium-v2"], monkeypatch, capsys)
+    assert code == 1 and f"{path} cannot be read (permission denied)" in err
+    assert "corrupt" not in err and "delete" not in err and path.is_file()
+
+
 def test_data_list_skips_empty_files_and_directories(home: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     write_d4rl_hdf5(home / "d4rl" / "hopper_medium-v2.hdf5")
     (home / "d4rl" / "walker2d_medium-v2.hdf5").write_bytes(b"")

@@ -167,7 +167,7 @@ def test_divergence_after_evaluations_is_recorded_with_its_score_and_marked(
 ) -> None:
     """A run the guard stops after it has been evaluated is finished-with-divergence: result.json holds the score
     of its last evaluations and ``diverged``; the leaderboard keeps the seed in the cell and marks it."""
-    from zoo.bench.leaderboard import DIVERGED_MARK, build_leaderboards, render_markdown
+    from zoo.bench.leaderboard import DIVERGED_MARK, build_leaderboards, render_markdown, render_tex
     from zoo.bench.store import scan_runs
 
     overrides = [*TINY, f"penalty.name={exploding_penalty}", "log_every=50", "eval.every=50", "eval.last_k=2"]
@@ -187,3 +187,4 @@ def test_divergence_after_evaluations_is_recorded_with_its_score_and_marked(
     assert cell.n == 1 and cell.diverged == 1 and cell.mean == pytest.approx(result["score"])
     md = render_markdown([board])
     assert f"(1){DIVERGED_MARK}" in md and "stopped by the divergence guard" in md
+    assert "(1)$^\\dagger$" in render_tex([board])

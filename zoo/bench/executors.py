@@ -104,6 +104,8 @@ def default_workers(cores: int | None = None, gpus: int | None = None, memory_gb
 
 PARENT_POLL_S = 1.0  # how often a worker checks that its driver is alive
 ORPHAN_GRACE_S = 30.0  # an orphaned worker's clean stop (a checkpoint) before it exits regardless
+EXIT_ORPHANED = 75  # exit status of a worker that outlived its driver by ORPHAN_GRACE_S
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def die_with_parent() -> None:
@@ -115,7 +117,8 @@ def die_with_parent() -> None:
     notices the new parent within a second and sends the same SIGTERM. SIGTERM is the trainer's clean stop
     (checkpoint, resumable); after ``ORPHAN_GRACE_S`` the worker exits regardless.
     """
-    parent = os.getppid()
+    driver = mp.parent_process()  # the process that started this worker (None outside multiprocessing)
+    parent = driver.pid if driver is not None and driver.pid else os.getppid()
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -131,12 +134,8 @@ def die_with_parent() -> None:
         os._exit(EXIT_ORPHANED)
 
     threading.Thread(target=watch, name="zoo-parent-watch", daemon=True).start()
-    if os.getppid() != parent:  # the driver died before the death signal was armed
+    if os.getppid() != parent:  # the driver died before the death signal was armed (or ever seen)
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-EXIT_ORPHANED = 75
 
 
 def _init_local_worker(env: WorkerEnv, counter: Any, gpus: int) -> None:

@@ -460,6 +460,7 @@ def render_tex(boards: list[Leaderboard]) -> str:
             for j, t in enumerate(texts):
                 t = t.replace("—", "--")
                 t = t if "$\\pm$" in t else _tex_escape(t)
+                t = t.replace(DIVERGED_MARK, "$^\\dagger$")
                 cells.append(f"\\textbf{{{t}}}" if j in marked and t != "--" else t)
             out.write(" & ".join([_tex_escape(name), *cells]) + " \\\\\n")
         out.write("\\bottomrule\n\\end{tabular}\n\\end{table}\n\n")
