@@ -101,6 +101,9 @@ def test_cuda_on_a_cpu_machine_leaves_no_run_directory(home: Path, monkeypatch: 
     assert code == EXIT_USER_ERROR and len(err.strip().splitlines()) == 1
     assert "CUDA is not available" in err
     assert snapshot(home) == before
+    code, _, err = zoo(["bench", "--device", "cuda", "--out", "out", "--tasks", "pendulum-random"], monkeypatch, capsys)
+    assert code == EXIT_USER_ERROR and "CUDA is not available" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(home) == before
     runs = {p.relative_to(home) for p in (home / "out" / "runs").rglob("*") if p.is_dir()}
     assert all("0123456789ab" in str(p) or len(p.parts) < 6 for p in runs), runs  # no new run directory
 

@@ -205,6 +205,10 @@ def bench(
     from zoo.bench.sweep import bench as run_bench
 
     _stop_on_signals()
+    if device is not None:  # no CUDA here: one error now, not a failed run per job
+        from zoo.engine.trainer import resolve_device
+
+        resolve_device(device)
     from zoo.config import parse_override
 
     executor_cfg: dict[str, object] = {}
