@@ -123,15 +123,17 @@ def test_unknown_component_and_missing_dataset_errors(quick_env: Path, tmp_path:
         train_run("mopo", "hopper-medium-v2", out=tmp_path, steps=10, progress=False)
 
 
-def test_cli_ctrl_c_then_resume(quick_env: Path, tmp_path: Path) -> None:
-    """SIGINT finishes the current step, writes a checkpoint and exits 130; --resume completes the run."""
+def test_cli_sigterm_then_resume(quick_env: Path, tmp_path: Path) -> None:
+    """SIGTERM (what `timeout`, `docker stop` and SLURM send) is Ctrl-C's clean stop: it finishes the current step,
+    writes a checkpoint although periodic checkpoints are off, and exits 130; --resume completes the run, and its
+    wall_s counts both segments. (Both signals share one handler, zoo.engine.trainer.STOP_SIGNALS.)"""
     # Collect the dataset in this process first, so the subprocess starts training at once.
     from zoo.tasks.task import get_task
 
     get_task("pendulum-random").load()
     args = [sys.executable, "-m", "zoo.cli", "train", "--algo", "mbpo", "--task", "pendulum-random", "--steps",
             "3000", "--out", str(tmp_path), "--no-progress"]
-    for o in [*TINY, "log_every=50", "checkpoint_every=100000"]:
+    for o in [*TINY, "log_every=50", "checkpoint_every=0"]:
         args += ["--set", o]
     env = {**os.environ, "ZOO_DATA": str(quick_env)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -144,20 +146,21 @@ def test_cli_ctrl_c_then_resume(quick_env: Path, tmp_path: Path) -> None:
             break
         time.sleep(0.5)
     assert metrics is not None, "training did not start"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
-    assert "--resume" in output
+    assert "SIGTERM" in output and "--resume" in output
     run_dir = metrics.parent
     import torch
 
-    stopped_at = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    stopped_at = checkpoint["step"]
     assert 0 < stopped_at < 3000 and not (run_dir / "result.json").exists()
     done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resuming at step {stopped_at}" in done.stdout
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["steps"] == 3000
+    assert result["steps"] == 3000 and result["wall_s"] > checkpoint["wall_s"] > 0
     steps = [json.loads(ln)["step"] for ln in metrics.read_text().splitlines() if '"kind": "train"' in ln]
     assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] == 3000
 
