@@ -315,3 +315,22 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, stop_after: int
     again = _trainer(tmp_path / "split", cache).train(resume=True)  # --resume of a finished run: nothing to do
     assert again["steps"] == 400 and again["wall_s"] >= final_wall > segment_wall  # not reset to the last few ms
     assert summary["score"] is None and whole_summary["score"] is None  # nothing evaluated: no score
+
+
+def test_a_run_that_evaluated_nothing_never_enters_a_leaderboard(tmp_path: Path) -> None:
+    """``eval.episodes = 0`` gives ``"score": null``; such a run, even the newest of its cell, neither shows as nan
+    nor displaces the scored run (issue 11, item 5: it used to replace valid runs in the cell)."""
+    from tests.runs_tree import make_run
+    from zoo.bench.leaderboard import build_leaderboards
+    from zoo.results import load_runs
+
+    make_run(tmp_path, "quick", "pendulum-random", "mopo", 0, 55.0, setting=None)
+    newer = make_run(tmp_path, "quick", "pendulum-random", "mopo", 0, 1.0, setting=None, config_hash="ba9876543210",
+                     age=60)
+    result = json.loads((newer / "result.json").read_text())
+    result.update(score=None, score_evals=0)
+    (newer / "result.json").write_text(json.dumps(result))
+    os.utime(newer / "result.json", (1_700_000_600, 1_700_000_600))
+    (board,) = build_leaderboards(load_runs(tmp_path), reps=50, with_curves=False)
+    cell = board.cells[("pendulum-random", "mopo")]
+    assert cell.n == 1 and cell.scores == {0: 55.0}
