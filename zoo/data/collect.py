@@ -331,6 +331,8 @@ def collect_dataset(
             os.replace(final, old)
         os.replace(tmp_root / dataset_id, final)
     finally:
+        if (tmp_root / ".old").exists() and not final.exists():  # stopped between the two renames: keep the old one
+            os.replace(tmp_root / ".old", final)
         shutil.rmtree(tmp_root, ignore_errors=True)
     return final
 
