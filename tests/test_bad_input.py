@@ -206,3 +206,28 @@ def test_stale_collection_directory_is_removed(home: Path, monkeypatch: pytest.M
                           "zoo/pendulum/tiny-v0"], monkeypatch, capsys)
     assert code == 0, out + err
     assert not stale.exists() and live.exists()
+
+
+def test_overwrite_stopped_between_its_renames_keeps_the_old_dataset(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from zoo.data import collect
+
+    path = collect.collect_quality("Pendulum-v1", episodes=1, dataset_id="zoo/pendulum/tiny-v0")
+    before = snapshot(path)
+    real_replace, stopped = os.replace, []
+
+    def replace(src, dst):  # a SIGTERM right before the new dataset is renamed into place
+        if Path(dst) == path and not stopped:
+            stopped.append(src)
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        collect.collect_quality("Pendulum-v1", episodes=2, dataset_id="zoo/pendulum/tiny-v0", overwrite=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert stopped and snapshot(path) == before  # the old dataset is back, whole
+    assert not list(path.parent.parent.parent.glob(".tmp-collect-*"))
