@@ -18,9 +18,13 @@ shuts down.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -98,12 +102,49 @@ def default_workers(cores: int | None = None, gpus: int | None = None, memory_gb
     return max(1, min(wanted, by_memory))
 
 
+PARENT_POLL_S = 1.0  # how often a worker checks that its driver is alive
+ORPHAN_GRACE_S = 30.0  # an orphaned worker's clean stop (a checkpoint) before it exits regardless
+EXIT_ORPHANED = 75  # exit status of a worker that outlived its driver by ORPHAN_GRACE_S
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """End this worker when the driver that started it dies, even by SIGKILL (issue 11, item 2).
+
+    A worker is detached from the driver's process group, so nothing else would stop it: it would finish the
+    queued runs and then wait forever under PID 1 while a re-run writes the same run directories. On Linux the
+    kernel sends SIGTERM at the driver's death (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon thread
+    notices the new parent within a second and sends the same SIGTERM. SIGTERM is the trainer's clean stop
+    (checkpoint, resumable); after ``ORPHAN_GRACE_S`` the worker exits regardless.
+    """
+    driver = mp.parent_process()  # the process that started this worker (None outside multiprocessing)
+    parent = driver.pid if driver is not None and driver.pid else os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="zoo-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the driver died before the death signal was armed (or ever seen)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _init_local_worker(env: WorkerEnv, counter: Any, gpus: int) -> None:
     """Runs first in every local worker process."""
     try:
         os.setpgrp()  # a terminal's Ctrl-C reaches the driver only; it forwards one SIGINT per worker
     except OSError:
         pass
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer installs its own handler while training
     with counter.get_lock():
         index = counter.value
@@ -185,6 +226,8 @@ class LocalExecutor:
         if not wait:
             for proc in procs:
                 proc.join(timeout=5)
+                if proc.is_alive():  # SIGTERM is a clean stop in a training worker; this one did not stop
+                    proc.kill()
         self._pool = None
 
 

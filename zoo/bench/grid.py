@@ -158,9 +158,9 @@ class Plan:
 
 def parse_seeds(seeds: int | None, seed_list: str | None, default: int) -> list[int]:
     """``--seeds N`` → 0..N−1; ``--seed-list 3,7`` → [3, 7]; neither → 0..default−1."""
-    if seeds is not None and seed_list:
+    if seeds is not None and seed_list is not None:
         raise ValueError("give either --seeds N or --seed-list a,b,..., not both")
-    if seed_list:
+    if seed_list is not None:  # an empty --seed-list "" is a mistake, not a request for the default seeds
         try:
             out = [int(s) for s in seed_list.split(",") if s.strip()]
         except ValueError:

@@ -180,6 +180,9 @@ def build_leaderboards(
     if runs.empty:
         return []
     unreadable = runs[runs["status"] == "unreadable"]
+    # A finished run without a score (eval.episodes = 0: nothing was evaluated) never enters a table, nor
+    # displaces a scored run of its cell as the latest one.
+    runs = runs[(runs["status"] != "finished") | runs["score"].notna()]
     runs = latest_runs(runs[runs["status"] != "unreadable"])
     runs = runs.sort_values(["suite", "setting_key", "task", "label", "seed"], kind="stable")
     if with_curves and curves is None:
