@@ -36,6 +36,7 @@ import torch
 from zoo.config import RunConfig
 from zoo.data.transitions import Transitions
 from zoo.engine.buffer import RingBuffer
+from zoo.engine.device import resolve_device, rng_states, set_exact_numerics, set_rng_states
 from zoo.engine.evaluate import EvalResult, eval_seed, evaluate_policy
 from zoo.engine.normalizer import ObsNormalizer
 from zoo.engine.pretrain import pretrained_dynamics
@@ -48,15 +49,6 @@ STEPS_PER_EPOCH = 1000  # "epoch" in every spec: 1000 gradient steps
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised after a clean stop on Ctrl-C; the checkpoint is written."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    return device
 
 
 @dataclass
@@ -106,6 +98,7 @@ class Trainer:
     # Setup
     def setup(self) -> None:
         cfg = self.cfg
+        self.numerics = set_exact_numerics()  # no TF32 for this run, whatever the environment set (issue 13)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         raw = self._raw_data if self._raw_data is not None else self.task.load(
@@ -276,7 +269,8 @@ class Trainer:
             "normalizer": self.normalizer.state_dict(),
             "evaluations": [e.__dict__ for e in self.evaluations],
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "rng": rng_states(self.device),  # the global generators of the CPU and of every CUDA device
+            "device": str(self.device),
             "config_hash": self.cfg.hash(),
         }
         atomic_torch_save(state, self.checkpoint_path)
@@ -285,6 +279,13 @@ class Trainer:
         if not self.checkpoint_path.is_file():
             return False
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        written_on = torch.device(state.get("device", "cpu"))
+        if written_on.type != self.device.type:
+            raise RuntimeError(
+                f"{self.checkpoint_path} was written on {written_on} but this run is on {self.device}: its random "
+                f"states and its numbers belong to {written_on.type}. Resume it with --device {written_on.type}, "
+                "or delete the checkpoint to start afresh"
+            )
         if state.get("config_hash") != self.cfg.hash():
             raise RuntimeError(
                 f"{self.checkpoint_path} was written by another configuration; refusing to resume it"
@@ -296,7 +297,7 @@ class Trainer:
         self.rule.load_state_dict(state["rule"])
         self.evaluations = [Evaluation(**e) for e in state["evaluations"]]
         self.generator.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
+        set_rng_states(state["rng"] if "rng" in state else {"cpu": state["torch_rng"]}, self.device)
         return True
 
     # ------------------------------------------------------------------------------------------
@@ -441,6 +442,8 @@ class Trainer:
             "pretrain_key": self.pretrain_key,
             "pretrain_cached": self.pretrain_cached,
             "dataset_fingerprint": self.fingerprint,
+            "device": str(self.device),
+            "device_kind": self.device.type,
         }
 
 
