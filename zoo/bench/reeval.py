@@ -41,9 +41,9 @@ def reevaluate(
     import torch
 
     from zoo.config import load_toml, resolve
+    from zoo.engine.device import resolve_device
     from zoo.engine.evaluate import eval_seed, evaluate_policy
     from zoo.engine.normalizer import ObsNormalizer
-    from zoo.engine.trainer import resolve_device
     from zoo.tasks.references import normalized_score, normalized_std
     from zoo.tasks.suites import load_suite
     from zoo.tasks.task import get_task
