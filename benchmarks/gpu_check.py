@@ -201,8 +201,8 @@ def check_recipes(check: Check, tmp: Path) -> None:
 
     out = tmp / "bench"
     recipes = all_recipes()[:1] if check.dry else all_recipes()
-    overrides = ["steps=300", "eval.every=300", "eval.episodes=2", "rollout.every=100", "dynamics.max_epochs=2",
-                 "log_every=100"] if check.dry else []
+    overrides = ["steps=100", "eval.every=100", "eval.episodes=1", "rollout.every=50", "dynamics.max_epochs=1",
+                 "log_every=50"] if check.dry else []
     outcome: dict[str, Any] = {}
 
     def run() -> str:
@@ -225,7 +225,8 @@ def check_recipes(check: Check, tmp: Path) -> None:
     def noisy_eval() -> str:
         if not outcome.get("runs"):
             raise AssertionError("no finished run to evaluate")
-        record = reevaluate(outcome["runs"][0], suite=noisy_quick_suite(tmp), episodes=2, device=check.device)
+        episodes = 1 if check.dry else 5
+        record = reevaluate(outcome["runs"][0], suite=noisy_quick_suite(tmp), episodes=episodes, device=check.device)
         if not str(record["noise"]).startswith("relative_delta") or not math.isfinite(record["return_mean"]):
             raise AssertionError(f"not a noisy evaluation: {record}")
         return f"noise {record['noise']}: return {record['return_mean']:.1f}"

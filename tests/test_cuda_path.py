@@ -8,6 +8,7 @@ of the host-read loops they replace; timers wait on the run's own GPU; Ray witho
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 from collections.abc import Callable
@@ -102,9 +103,10 @@ def test_ray_without_gpus_runs_under_a_cpu_hash_on_a_gpu_driver(monkeypatch: pyt
     from zoo.bench.sweep import run_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the driver sees a GPU
-    ray_ex = RayExecutor(RayExecutor.Config(gpus_per_run=0))
-    monkeypatch.setattr(ray_ex, "_connect", lambda: None)  # the cluster: settled below, no Ray started
-    ray_ex.gpus_per_run = 0.0
+    import ray
+
+    ray_was_up = ray.is_initialized()
+    ray_ex = RayExecutor(RayExecutor.Config(gpus_per_run=0))  # gpus_per_run given: no Ray is started
     device = run_device(ray_ex, None)
     assert device == "cpu"
     cfg = resolve_run("mopo", "hopper-medium-v2", 0, device=device)
@@ -112,8 +114,9 @@ def test_ray_without_gpus_runs_under_a_cpu_hash_on_a_gpu_driver(monkeypatch: pyt
     assert cfg.hash() != resolve_run("mopo", "hopper-medium-v2", 0).hash()  # what auto gives on this driver
     with pytest.raises(ValueError, match="gpus_per_run"):
         run_device(ray_ex, "cuda")
-    ray_ex.gpus_per_run = 0.25
+    ray_ex = RayExecutor(RayExecutor.Config(gpus_per_run=0.25))
     assert run_device(ray_ex, None) == "cuda" and run_device(ray_ex, "cuda:1") == "cuda"
+    assert ray.is_initialized() == ray_was_up
 
 
 def model_free(device: str, steps: int, checkpoint_every: int) -> list[str]:
@@ -166,6 +169,25 @@ def resumed_equals_uninterrupted(
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             worst = max(worst, float((value - b[key].to(value.device)).abs().max()))
     return worst
+
+
+def test_cpu_and_gpu_runs_never_share_a_leaderboard_table(tmp_path: Path) -> None:
+    from tests.test_leaderboard import make_run
+    from zoo.bench.grid import Setting
+    from zoo.bench.leaderboard import build_leaderboards
+    from zoo.bench.store import scan_runs
+
+    for seed, (cpu_score, gpu_score) in enumerate([(10.0, 30.0), (20.0, 50.0)]):
+        make_run(tmp_path, "quick", "pendulum-random", "mopo", seed, cpu_score, config_hash="cccccccccccc")
+        gpu = make_run(tmp_path, "quick", "pendulum-random", "mopo", seed, gpu_score, config_hash="gggggggggggg")
+        result = json.loads((gpu / "result.json").read_text())
+        (gpu / "result.json").write_text(json.dumps({**result, "device": "cuda:0", "device_kind": "cuda"}))
+    boards = {b.setting: b for b in build_leaderboards(scan_runs(tmp_path), reps=100, with_curves=False)}
+    assert set(boards) == {Setting("quick"), Setting("quick", device="cuda")}
+    assert boards[Setting("quick")].cells[("pendulum-random", "mopo")].mean == 15.0
+    assert boards[Setting("quick", device="cuda")].cells[("pendulum-random", "mopo")].mean == 40.0
+    assert boards[Setting("quick", device="cuda")].slug == "quick-cuda" and boards[Setting("quick")].slug == "quick"
+    assert Setting("quick").key() == json.dumps({"preset": "quick", "set": []}, sort_keys=True)  # as before
 
 
 # -- 2, 3, 7. checkpoints across devices; TF32 --------------------------------------------------------------------

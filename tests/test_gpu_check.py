@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from zoo.bench.sweep import all_recipes
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
 
 
@@ -59,18 +61,18 @@ def _dry(sections: str, data: Path, tmp: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_dry_run_of_the_sync_and_rule_mode_checks(tmp_path: Path) -> None:
-    record = _dry("sync,modes", tmp_path / "data", tmp_path)
-    assert sum(r["section"] == "sync" for r in record["results"]) == 6  # every recipe
+def test_dry_run_of_the_sync_and_rule_mode_checks_and_the_timing_table(tmp_path: Path) -> None:
+    record = _dry("sync,modes,bench", tmp_path / "data", tmp_path)
+    recipes = len(all_recipes())
+    assert sum(r["section"] == "sync" for r in record["results"]) == recipes  # every recipe
     assert sum(r["section"] == "modes" for r in record["results"]) == 8  # rombrl 2 x 2, romi 2 x 2
-
-
-@pytest.mark.slow
-def test_dry_run_of_a_recipe_through_the_executor_noisy_eval_and_the_timing_table(quick_env: Path,
-                                                                                  tmp_path: Path) -> None:
-    record = _dry("recipes,bench", quick_env, tmp_path)
-    assert any("noise relative_delta" in r["detail"] for r in record["results"])
     names = [t["measurement"] for t in record["timings"]]
     for piece in ("SAC update", "model rollout", "MOPO epoch", "ROMI iteration", "ROMBRL round"):
         assert any(piece in n for n in names), (piece, names)
-    assert sum(n.startswith("short run") for n in names) == 6  # one per recipe
+    assert sum(n.startswith("short run") for n in names) == recipes  # one per recipe
+
+
+@pytest.mark.slow
+def test_dry_run_of_a_recipe_through_the_executor_and_a_noisy_eval(quick_env: Path, tmp_path: Path) -> None:
+    record = _dry("recipes", quick_env, tmp_path)
+    assert any("noise relative_delta" in r["detail"] for r in record["results"])

@@ -331,7 +331,10 @@ class RayExecutor:
     def run_device(self, requested: str | None) -> str:
         """The device of the runs: ``cpu`` when Ray gives them no GPU (``gpus_per_run=0``, or a cluster without
         GPUs), so their config hash says so; ``cuda`` (the GPU Ray assigns a task is its ``cuda:0``) otherwise."""
-        self._connect()
+        if self.cfg.gpus_per_run >= 0:  # settled by the config: no need to reach the cluster yet
+            self.gpus_per_run = self.cfg.gpus_per_run
+        else:
+            self._connect()
         if self.gpus_per_run == 0:
             if requested not in (None, "auto", "cpu"):
                 raise ValueError(

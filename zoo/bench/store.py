@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ def read_run(run_dir: Path) -> RunRecord | None:
     task = str(src.get("task") or bench.get("task") or task_dir.name)
     algo = str(src.get("algo") or bench.get("algo") or algo_dir.name)
     setting = Setting.from_dict(bench["setting"]) if "setting" in bench else TRAIN_SETTING
+    environment = _read_json(run_dir / "environment.json") or {}
+    kind = (result or {}).get("device_kind") or environment.get("device_kind") or setting.device
+    setting = replace(setting, device=str(kind))  # GPU runs get tables of their own
     record = RunRecord(
         suite=suite,
         task=task,
