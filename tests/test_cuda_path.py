@@ -24,7 +24,7 @@ from zoo.bench import executors
 from zoo.bench.executors import LocalExecutor, default_workers, run_gpu_memory_gb, worker_gpu
 from zoo.bench.jobs import WorkerEnv, worker_info
 from zoo.config import RunConfig, resolve
-from zoo.engine.device import device_adam, device_kind
+from zoo.device import device_adam, device_kind
 from zoo.engine.pretrain import pretrain_key
 from zoo.engine.run import resolve_run
 from zoo.engine.trainer import Trainer

@@ -280,7 +280,7 @@ def expand_grid(
         raise ValueError(f"two recipes share the name {', '.join(dupes)}; rename one of the files")
     overrides = list(overrides or [])
     sweep = dict(sweep or {})
-    from zoo.engine.device import device_kind
+    from zoo.device import device_kind
 
     setting = Setting(preset.name if preset else None, tuple(overrides), device_kind(device or "auto"))
     points = [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())] or [{}]

@@ -242,7 +242,7 @@ def run_device(runner: Any, requested: str | None) -> str:
     """The device of a sweep's runs as its executor places them (``cpu``, ``cuda`` or ``cuda:N``)."""
     if hasattr(runner, "run_device"):
         return str(runner.run_device(requested))
-    from zoo.engine.device import device_kind
+    from zoo.device import device_kind
 
     return device_kind("auto") if requested in (None, "auto") else str(requested)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import RunConfig, resolve
-from zoo.engine.device import describe_device, device_kind, resolve_device, set_exact_numerics
+from zoo.device import describe_device, device_kind, resolve_device, set_exact_numerics
 from zoo.io import atomic_write_text
 
 

@@ -35,8 +35,8 @@ import torch
 
 from zoo.config import RunConfig
 from zoo.data.transitions import Transitions
+from zoo.device import resolve_device, rng_states, set_exact_numerics, set_rng_states
 from zoo.engine.buffer import RingBuffer
-from zoo.engine.device import resolve_device, rng_states, set_exact_numerics, set_rng_states
 from zoo.engine.evaluate import EvalResult, eval_seed, evaluate_policy
 from zoo.engine.normalizer import ObsNormalizer
 from zoo.engine.pretrain import pretrained_dynamics

@@ -62,7 +62,7 @@ from typing import Any
 
 import torch
 
-from zoo.engine.device import synchronize
+from zoo.device import synchronize
 from zoo.engine.rollout import DivergenceError
 from zoo.protocols import Batch, Context, Rule
 from zoo.registry import register

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.engine.device import device_adam
+from zoo.device import device_adam
 from zoo.protocols import Context, Rule
 from zoo.registry import register
 from zoo.rules import romi_math as rm
