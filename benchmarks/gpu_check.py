@@ -268,7 +268,7 @@ def check_bench(check: Check, tmp: Path) -> None:
 
     def sac_update() -> str:
         trainer = tiny_trainer("mopo", check.device, tmp / "bench_sac", dry=dry, rows=None if dry else 100_000,
-                               quick=False)
+                               quick=False, extra=[] if dry else ["rollout.batch=50000"])
         trainer.rollout()
         state["trainer"] = trainer
         seconds = _timed(dev, lambda: trainer.learner.update(trainer.draw_batch()), 5 if dry else 200)
@@ -280,6 +280,8 @@ def check_bench(check: Check, tmp: Path) -> None:
     def rollout() -> str:
         trainer = state["trainer"]
         trainer.cfg.rollout.batch = 500 if dry else 50_000
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
         seconds = _timed(dev, trainer.rollout, 1 if dry else 3)
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else float("nan")
         check.time("50k x 5 model rollout", seconds, f"peak GPU memory {peak:.0f} MiB" if dev.type == "cuda" else "")
@@ -290,7 +292,7 @@ def check_bench(check: Check, tmp: Path) -> None:
     def mopo_epoch() -> str:
         trainer = state["trainer"]
         trainer.cfg.steps = 20 if dry else 1000
-        trainer.cfg.log_every = trainer.cfg.steps
+        trainer.cfg.log_every = trainer.cfg.rollout.every = trainer.cfg.steps  # 1000 steps, one rollout
         synchronize(dev)
         start = time.perf_counter()
         trainer.train()
