@@ -172,17 +172,17 @@ def resumed_equals_uninterrupted(
 
 
 def test_cpu_and_gpu_runs_never_share_a_leaderboard_table(tmp_path: Path) -> None:
-    from tests.test_leaderboard import make_run
+    from tests.runs_tree import make_run
     from zoo.bench.grid import Setting
-    from zoo.bench.leaderboard import build_leaderboards
-    from zoo.bench.store import scan_runs
+    from zoo.bench.leaderboard.model import build_leaderboards
+    from zoo.results import load_runs
 
     for seed, (cpu_score, gpu_score) in enumerate([(10.0, 30.0), (20.0, 50.0)]):
         make_run(tmp_path, "quick", "pendulum-random", "mopo", seed, cpu_score, config_hash="cccccccccccc")
-        gpu = make_run(tmp_path, "quick", "pendulum-random", "mopo", seed, gpu_score, config_hash="gggggggggggg")
+        gpu = make_run(tmp_path, "quick", "pendulum-random", "mopo", seed, gpu_score, config_hash="dddddddddddd")
         result = json.loads((gpu / "result.json").read_text())
         (gpu / "result.json").write_text(json.dumps({**result, "device": "cuda:0", "device_kind": "cuda"}))
-    boards = {b.setting: b for b in build_leaderboards(scan_runs(tmp_path), reps=100, with_curves=False)}
+    boards = {b.setting: b for b in build_leaderboards(load_runs(tmp_path), reps=100, with_curves=False)}
     assert set(boards) == {Setting("quick"), Setting("quick", device="cuda")}
     assert boards[Setting("quick")].cells[("pendulum-random", "mopo")].mean == 15.0
     assert boards[Setting("quick", device="cuda")].cells[("pendulum-random", "mopo")].mean == 40.0
