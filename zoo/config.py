@@ -218,9 +218,14 @@ class RunConfig:
         return out
 
     def hash(self) -> str:
-        """Identity of the configuration across seeds: sha256 of the tree without the seed (12 hex)."""
+        """Identity of the configuration across seeds: sha256 of the tree without the seed (12 hex), with the
+        device as its kind (``cpu`` or ``cuda``; ``auto`` as it resolves here), so CPU and GPU runs never share a
+        run directory or a leaderboard cell while ``cuda:0`` and ``cuda:1`` do (issue 13)."""
+        from zoo.device import device_kind
+
         tree = self.tree()
         tree.pop("seed")
+        tree["device"] = device_kind(self.device)
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

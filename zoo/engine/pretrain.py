@@ -1,7 +1,7 @@
 """Cached ensemble pretraining (DESIGN.md "The composition"; dynamics.md §13 "Caching").
 
 A pretrained model is a pure function of (dataset fingerprint, the whole dynamics section including its
-pretraining settings, ``data.normalize_obs``, seed). It is stored once under
+pretraining settings, ``data.normalize_obs``, seed, device kind). It is stored once under
 ``<cache>/dynamics/<key>/`` and every run that asks for the same key loads it, so recipes with equal
 dynamics configs (``mopo`` and ``mbpo``) share one model per (task, seed). Concurrent runs asking for
 the same key wait on a file lock instead of training it twice. Entries are written atomically, and
@@ -30,9 +30,16 @@ from zoo.io import atomic_torch_save, atomic_write_text
 from zoo.protocols import EnvSpec, FitReport
 
 
-def pretrain_key(fingerprint: str, dynamics: Component, normalize_obs: bool, seed: int) -> str:
+def pretrain_key(fingerprint: str, dynamics: Component, normalize_obs: bool, seed: int, device_kind: str) -> str:
+    """The cache key; ``device_kind`` (cpu | cuda) keeps a CPU-pretrained model from GPU runs and back."""
     blob = json.dumps(
-        {"data": fingerprint, "dynamics": dynamics.as_dict(), "normalize_obs": normalize_obs, "seed": seed},
+        {
+            "data": fingerprint,
+            "dynamics": dynamics.as_dict(),
+            "normalize_obs": normalize_obs,
+            "seed": seed,
+            "device": device_kind,
+        },
         sort_keys=True,
         default=str,
     )
@@ -61,7 +68,7 @@ def pretrained_dynamics(
     progress: bool = False,
 ) -> tuple[Any, FitReport, str, bool]:
     """(model, fit report, cache key, loaded_from_cache). ``data`` is in the model's space."""
-    key = pretrain_key(data.fingerprint(), dynamics, normalize_obs, seed)
+    key = pretrain_key(data.fingerprint(), dynamics, normalize_obs, seed, torch.device(device).type)
     entry = cache_dir / "dynamics" / key
     with file_lock(cache_dir / "dynamics" / f"{key}.lock"):
         torch.manual_seed(seed)
@@ -91,6 +98,7 @@ def pretrained_dynamics(
                     "dynamics": dynamics.as_dict(),
                     "normalize_obs": normalize_obs,
                     "seed": seed,
+                    "device": str(device),
                     "epochs": report.epochs,
                     "holdout_loss": report.holdout_loss,
                     "elites": report.elites,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.config import RunConfig, resolve
+from zoo.device import describe_device, device_kind, resolve_device, set_exact_numerics
 from zoo.io import atomic_write_text
 
 
@@ -152,7 +153,10 @@ def resolve_run(
         extra.append(f"steps={steps}")
     if device is not None:
         extra.append(f'device="{device}"')
-    return resolve(algo, task=task, overrides=extra, preset=preset)
+    cfg = resolve(algo, task=task, overrides=extra, preset=preset)
+    if cfg.device == "auto":  # config.toml names the device kind the run got, as its hash does (issue 13)
+        cfg.device = device_kind("auto")
+    return cfg
 
 
 def train_run(
@@ -224,10 +228,18 @@ def _train_locked(
     result_path = run_dir / "result.json"
     versions = package_versions()
     atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+    device = resolve_device(cfg.device)
     atomic_write_text(
         run_dir / "environment.json",
         json.dumps(
-            {"versions": versions, "git_revision": git_revision(), "started": time.time()}, indent=2
+            {
+                "versions": versions,
+                "git_revision": git_revision(),
+                "started": time.time(),
+                **describe_device(device),
+                "numerics": set_exact_numerics(),  # what the trainer runs under (no TF32)
+            },
+            indent=2,
         ),
     )
     (run_dir / "error.json").unlink(missing_ok=True)

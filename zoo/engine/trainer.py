@@ -37,6 +37,7 @@ import torch
 
 from zoo.config import RunConfig
 from zoo.data.transitions import Transitions
+from zoo.device import resolve_device, rng_states, set_exact_numerics, set_rng_states
 from zoo.engine.buffer import RingBuffer
 from zoo.engine.evaluate import EvalResult, eval_seed, evaluate_policy
 from zoo.engine.normalizer import ObsNormalizer
@@ -53,15 +54,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    return device
 
 
 @dataclass
@@ -115,6 +107,7 @@ class Trainer:
     # Setup
     def setup(self) -> None:
         cfg = self.cfg
+        self.numerics = set_exact_numerics()  # no TF32 for this run, whatever the environment set (issue 13)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         raw = self._raw_data if self._raw_data is not None else self.task.load(
@@ -286,7 +279,8 @@ class Trainer:
             "normalizer": self.normalizer.state_dict(),
             "evaluations": [e.__dict__ for e in self.evaluations],
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "rng": rng_states(self.device),  # the global generators of the CPU and of every CUDA device
+            "device": str(self.device),
             "config_hash": self.cfg.hash(),
             "model_buffer": self.model_buffer.state_dict() if self.model_buffer is not None else None,
             "metrics_acc": ({k: v.cpu() for k, v in self._acc.items()}, self._acc_n),
@@ -298,6 +292,13 @@ class Trainer:
         if not self.checkpoint_path.is_file():
             return False
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        written_on = torch.device(state.get("device", "cpu"))
+        if written_on.type != self.device.type:
+            raise RuntimeError(
+                f"{self.checkpoint_path} was written on {written_on} but this run is on {self.device}: its random "
+                f"states and its numbers belong to {written_on.type}. Resume it with --device {written_on.type}, "
+                "or delete the checkpoint to start afresh"
+            )
         if state.get("config_hash") != self.cfg.hash():
             raise RuntimeError(
                 f"{self.checkpoint_path} was written by another configuration; refusing to resume it"
@@ -309,7 +310,7 @@ class Trainer:
         self.rule.load_state_dict(state["rule"])
         self.evaluations = [Evaluation(**e) for e in state["evaluations"]]
         self.generator.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
+        set_rng_states(state["rng"] if "rng" in state else {"cpu": state["torch_rng"]}, self.device)
         self.buffer_restored = False
         if self.model_buffer is not None and state.get("model_buffer") is not None:
             self.model_buffer.load_state_dict(state["model_buffer"])
@@ -467,6 +468,8 @@ class Trainer:
             "pretrain_key": self.pretrain_key,
             "pretrain_cached": self.pretrain_cached,
             "dataset_fingerprint": self.fingerprint,
+            "device": str(self.device),
+            "device_kind": self.device.type,
         }
 
 

@@ -63,6 +63,7 @@ from typing import Any
 import torch
 
 from zoo.config import bounded
+from zoo.device import synchronize
 from zoo.engine.rollout import DivergenceError
 from zoo.protocols import Batch, Context, Rule
 from zoo.registry import register
@@ -835,12 +836,11 @@ class _Timer:
     """Wall-clock laps (synchronising CUDA so that a lap measures the work, not the launch)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
         self.last = time.perf_counter()
 
     def lap(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
+        synchronize(self.device)  # this run's GPU, not GPU 0
         now = time.perf_counter()
         out, self.last = now - self.last, now
         return out

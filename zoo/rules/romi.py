@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from zoo.config import bounded
+from zoo.device import device_adam
 from zoo.protocols import Context, Rule
 from zoo.registry import register
 from zoo.rules import romi_math as rm
@@ -148,11 +149,11 @@ class RomiRule(Rule):
             in_dim = d_s + d_a + (d_s if cfg.weight_inputs == "sas" else 0)
             low, high = cfg.weight_range
             self.weight_net = WeightNet(in_dim, list(cfg.weight_hidden), low, high).to(device=device, dtype=dtype)
-            self.weight_optimizer = torch.optim.Adam(self.weight_net.parameters(), lr=cfg.weight_lr)
+            self.weight_optimizer = device_adam(self.weight_net.parameters(), lr=cfg.weight_lr)
             self.baseline = torch.zeros((), dtype=dtype, device=device)
         self._params = list(model.model_parameters())
         self._names = rm.parameter_names(model, self._params) if cfg.outer_grad == "jvp" else []
-        self.model_optimizer = torch.optim.Adam(self._params, lr=cfg.model_lr)
+        self.model_optimizer = device_adam(self._params, lr=cfg.model_lr)
         self._model = model
         if self._pending is not None:
             state, self._pending = self._pending, None

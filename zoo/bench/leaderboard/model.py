@@ -127,7 +127,7 @@ def label_order(label: str) -> tuple[tuple[int, float, str], ...]:
 def setting_of(key: str) -> Setting:
     """The :class:`Setting` of a ``setting_key`` column value."""
     d = json.loads(key)
-    return Setting(d.get("preset"), tuple(d.get("set", ())))
+    return Setting(d.get("preset"), tuple(d.get("set", ())), str(d.get("device", "cpu")))
 
 
 def _suite_info(suite: str) -> tuple[list[str], str, bool]:
