@@ -37,7 +37,7 @@ def test_mopo_mbpo_and_combo_still_share_one_pretrained_ensemble() -> None:
     from zoo.engine.pretrain import pretrain_key
 
     keys = {
-        pretrain_key("fingerprint", cfg.dynamics, cfg.data.normalize_obs, 0)
+        pretrain_key("fingerprint", cfg.dynamics, cfg.data.normalize_obs, 0, "cpu")
         for cfg in (resolve(a, task="hopper-medium-v2") for a in ("mopo", "mbpo", "combo"))
     }
     assert len(keys) == 1 and len({resolve(a).data.loader for a in ("mopo", "mbpo", "combo")}) == 1

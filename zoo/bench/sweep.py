@@ -63,14 +63,15 @@ def choose_preset(preset: str | None, suites: list[str]) -> Preset | None:
 def _history(out: Path) -> tuple[dict[str, list[float]], list[float], dict[str, list[float]]]:
     """Seconds per learner step by algo, and pretraining seconds (all, and by dynamics config) from earlier
     runs in ``out``."""
+    import pandas as pd
+
+    from zoo.results import load_runs
+
     per_step: dict[str, list[float]] = {}
-    for path in (out / "runs").glob("*/*/*/*/seed*/result.json") if (out / "runs").is_dir() else []:
-        try:
-            r = json.loads(path.read_text())
-            if r.get("steps") and r.get("wall_s"):
-                per_step.setdefault(str(r["algo"]), []).append(float(r["wall_s"]) / float(r["steps"]))
-        except (OSError, ValueError, json.JSONDecodeError):
-            continue
+    runs = load_runs(out)
+    for r in runs[runs["status"] == "finished"].itertuples():
+        if not pd.isna(r.steps) and r.steps > 0 and r.wall_s > 0:  # NaN wall_s compares False
+            per_step.setdefault(str(r.algo), []).append(float(r.wall_s) / float(r.steps))
     pretrain_all: list[float] = []
     pretrain_by: dict[str, list[float]] = {}
     for path in (out / "cache" / "dynamics").glob("*/meta.json") if (out / "cache").is_dir() else []:
@@ -131,21 +132,27 @@ def print_plan(console: Console, plan: Plan, state: Any, estimate: dict[str, Any
     table.add_column("status")
     done = {s.id for s in state.done}
     failed = {s.id for s in state.failed}
+    unreadable = getattr(state, "unreadable", {})
     for spec in plan.runs:
         status = (
             "finished"
             if spec.id in done
+            else "unreadable result file (--retry-failed reruns it)"
+            if spec.id in failed and spec.id in unreadable
             else "failed (--retry-failed reruns it)"
             if spec.id in failed
             else ("resume" if (spec.run_dir(Path(estimate["out"])) / "checkpoints" / "last.pt").is_file() else "to run")
         )
         table.add_row(Text(spec.id), Text(spec.label), f"{spec.cfg.steps:,}", status)
     console.print(table)
+    bad = f" ({len(unreadable)} of them with an unreadable result file)" if unreadable else ""
     console.print(
-        f"{len(plan.runs)} runs: {len(state.done)} finished, {len(state.failed)} failed, {len(state.todo)} to run; "
-        f"{estimate['pretrain_jobs']} ensembles to pretrain (one per distinct task × seed × dynamics config)",
+        f"{len(plan.runs)} runs: {len(state.done)} finished, {len(state.failed)} failed{bad}, {len(state.todo)} "
+        f"to run; {estimate['pretrain_jobs']} ensembles to pretrain (one per distinct task × seed × dynamics config)",
         highlight=False,
     )
+    for text in unreadable.values():
+        console.print(Text(f"warning: {text}", style="yellow"))
     basis = (
         f"{estimate['runs_with_history']}/{estimate['runs']} runs priced from earlier runs in {estimate['out']}"
         if estimate["runs"]
@@ -194,6 +201,8 @@ def bench(
     recipes = split_list(algos) or all_recipes()
     chosen = choose_preset(preset, suites)
     seed_values = parse_seeds(seeds, seed_list, (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS))
+    runner = make_executor(executor, **(executor_cfg or {}))
+    device = run_device(runner, device)  # explicit, so the config hashes name the device the runs get
     plan = expand_grid(
         suites,
         recipes,
@@ -204,14 +213,17 @@ def bench(
         tasks=split_list(tasks) or None,
         device=device,
     )
-    runner = make_executor(executor, **(executor_cfg or {}))
+    if device.startswith("cuda") and hasattr(runner, "size_for_gpu"):
+        runner.size_for_gpu(max(plan_gpu_memory_gb(plan), 0.0))
     state = classify(plan, out, retry_failed)
-    estimate = estimate_cost(plan, state.todo, out, runner.slots, device or ("cuda" if _has_cuda() else "cpu"))
+    estimate = estimate_cost(plan, state.todo, out, runner.slots, device)
     estimate["out"] = str(out)
     outcome = BenchOutcome(plan=plan, estimate=estimate)
     if dry_run:
         print_plan(console, plan, state, estimate, runner)
         return outcome
+    for text in state.unreadable.values():  # never lost silently: named before the sweep starts
+        console.print(Text(f"warning: {text}", style="yellow"))
     if state.todo:
         ensure_datasets(plan.tasks, download, log=lambda msg: console.print(msg, highlight=False))
     env = WorkerEnv(
@@ -219,6 +231,7 @@ def bench(
         config_dirs=tuple(str(Path(d).resolve()) for d in config_dirs or ()),
         sys_path=tuple(sys.path),
         data_dir=os.environ.get("ZOO_DATA"),
+        device=device,
     )
     view = SweepView(console, live=live)
     if state.todo:
@@ -234,7 +247,28 @@ def bench(
     return outcome
 
 
-def _has_cuda() -> bool:
-    from zoo.bench.executors import cuda_device_count
+def run_device(runner: Any, requested: str | None) -> str:
+    """The device of a sweep's runs as its executor places them (``cpu``, ``cuda`` or ``cuda:N``)."""
+    if hasattr(runner, "run_device"):
+        return str(runner.run_device(requested))
+    from zoo.device import device_kind
 
-    return cuda_device_count() > 0
+    return device_kind("auto") if requested in (None, "auto") else str(requested)
+
+
+def plan_gpu_memory_gb(plan: Plan) -> float:
+    """The largest GPU memory bound of a plan's runs (:func:`zoo.bench.executors.run_gpu_memory_gb`)."""
+    from zoo.bench.executors import run_gpu_memory_gb
+    from zoo.tasks.task import get_task
+
+    dims: dict[str, tuple[int, int]] = {}
+    worst = 0.0
+    for spec in plan.runs:
+        if spec.task not in dims:
+            try:
+                env_spec = get_task(spec.task).spec()
+                dims[spec.task] = (env_spec.obs_dim, env_spec.act_dim)
+            except Exception:  # a task whose env cannot be built here: a generous shape
+                dims[spec.task] = (64, 16)
+        worst = max(worst, run_gpu_memory_gb(spec.cfg, *dims[spec.task]))
+    return worst

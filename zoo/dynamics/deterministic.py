@@ -19,13 +19,14 @@ epoch's weights and the ``elites`` best members are the elites (all of them by d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.config import bounded
 from zoo.dynamics.ensemble import _adam_kwargs, holdout_size, permute_rows
 from zoo.dynamics.layers import EnsembleLinear
 from zoo.protocols import EnvSpec, FitReport, ModelStep
@@ -48,16 +49,16 @@ class DeterministicEnsemble(nn.Module):
     class Config:
         """Architecture and pretraining keys; defaults from MOReL's D4RL config (see the module docstring)."""
 
-        ensemble: int = field(default=4, metadata={"ge": 1})
-        elites: int = field(default=4, metadata={"ge": 1})
-        hidden: list[int] = field(default_factory=lambda: [512, 512])
+        ensemble: int = bounded(4, ge=2)  # disagreement needs two members
+        elites: int = bounded(4, ge=1)
+        hidden: list[int] = bounded(default_factory=lambda: [512, 512], ge=1)
         activation: str = "relu"
-        lr: float = field(default=1e-3, metadata={"gt": 0.0})
-        weight_decay: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # one per layer
-        batch_size: int = field(default=256, metadata={"ge": 1})
-        max_epochs: int = field(default=25, metadata={"ge": 1})  # the number of epochs (MOReL: fixed, 25)
-        holdout: float = field(default=0.1, metadata={"ge": 0.0, "lt": 1.0})
-        holdout_cap: int = 1000
+        lr: float = bounded(1e-3, gt=0.0)
+        weight_decay: list[float] = bounded(default_factory=lambda: [0.0, 0.0, 0.0], ge=0.0)  # one per layer
+        batch_size: int = bounded(256, ge=1)
+        max_epochs: int = bounded(25, ge=1)  # the number of epochs (MOReL: fixed, 25)
+        holdout: float = bounded(0.1, ge=0.0, lt=1.0)
+        holdout_cap: int = bounded(1000, ge=0)
         bootstrap: bool = False  # MOReL trains every member on all the data
 
     def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device | str = "cpu") -> None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from zoo.config import bounded
 from zoo.learners.sac import SAC, TargetPenalty, _adam
 from zoo.protocols import Batch, EnvSpec
 from zoo.registry import register
@@ -39,19 +40,19 @@ class CQL:
     class Config(SAC.Config):
         """SAC's keys with COMBO's defaults (combo.md §3), plus the conservative term's own keys."""
 
-        hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
-        alpha_max: float = math.inf  # COMBO/CQL do not clamp α (combo.md §5 #2, sac.md §6 #3)
+        hidden: list[int] = bounded(default_factory=lambda: [256, 256, 256], ge=1)
+        alpha_max: float = bounded(math.inf, ge=0.0)  # COMBO/CQL do not clamp α (combo.md §5 #2, sac.md §6 #3)
         deterministic_backup: bool = True
         actor_schedule: str = "cosine"
-        cql_weight: float = field(default=1.0, metadata={"ge": 0.0})  # β, per task (combo.md §4)
-        temperature: float = field(default=1.0, metadata={"gt": 0.0})  # T
-        num_repeat: int = field(default=10, metadata={"ge": 1})  # R actions per source and state
+        cql_weight: float = bounded(1.0, ge=0.0)  # β, per task (combo.md §4)
+        temperature: float = bounded(1.0, gt=0.0)  # T
+        num_repeat: int = bounded(10, ge=1)  # R actions per source and state
         rho: str = "mix"  # "mix": every batch state; "model": the model rows only (combo.md §2 step 4)
         lse_layout: str = "correct"  # "olk_bug" reproduces OfflineRL-Kit's missing reshape (combo.md §5 #1)
         lagrange: bool = False  # C_j ← α'(C_j − τ_L), α' learned (combo.md §2, optional form)
         lagrange_threshold: float = 10.0  # τ_L
-        cql_alpha_lr: float = field(default=3e-4, metadata={"gt": 0.0})
-        cql_alpha_max: float = field(default=1e6, metadata={"gt": 0.0})
+        cql_alpha_lr: float = bounded(3e-4, gt=0.0)
+        cql_alpha_max: float = bounded(1e6, gt=0.0)
 
     def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device | str = "cpu") -> None:
         if cfg.lse_layout not in LSE_LAYOUTS:

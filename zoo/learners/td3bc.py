@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zoo.config import bounded
 from zoo.learners.networks import CriticEnsemble, TanhDeterministicActor
 from zoo.learners.sac import TargetPenalty, _adam
 from zoo.protocols import Batch, EnvSpec
@@ -37,17 +38,17 @@ class TD3BC:
 
     @dataclass
     class Config:
-        actor_lr: float = field(default=3e-4, metadata={"gt": 0.0})
-        critic_lr: float = field(default=3e-4, metadata={"gt": 0.0})
-        hidden: list[int] = field(default_factory=lambda: [256, 256])
-        num_critics: int = field(default=2, metadata={"ge": 1})
-        gamma: float = field(default=0.99, metadata={"ge": 0.0, "le": 1.0})
-        tau: float = field(default=0.005, metadata={"ge": 0.0, "le": 1.0})
-        bc_alpha: float = field(default=2.5, metadata={"ge": 0.0})  # α of λ = α / mean|Q|
-        policy_noise: float = field(default=0.2, metadata={"ge": 0.0})  # σ of the target smoothing, × a_max
-        noise_clip: float = field(default=0.5, metadata={"ge": 0.0})  # c, × a_max
-        policy_freq: int = field(default=2, metadata={"ge": 1})  # actor and target updates every d critic steps
-        explore_std: float = field(default=0.1, metadata={"gt": 0.0})  # pre-tanh noise of the acting policy
+        actor_lr: float = bounded(3e-4, gt=0.0)
+        critic_lr: float = bounded(3e-4, gt=0.0)
+        hidden: list[int] = bounded(default_factory=lambda: [256, 256], ge=1)
+        num_critics: int = bounded(2, ge=1)
+        gamma: float = bounded(0.99, ge=0.0, lt=1.0)
+        tau: float = bounded(0.005, gt=0.0, le=1.0)
+        bc_alpha: float = bounded(2.5, ge=0.0)  # α of λ = α / mean|Q|
+        policy_noise: float = bounded(0.2, ge=0.0)  # σ of the target smoothing, × a_max
+        noise_clip: float = bounded(0.5, ge=0.0)  # c, × a_max
+        policy_freq: int = bounded(2, ge=1)  # actor and target updates every d critic steps
+        explore_std: float = bounded(0.1, gt=0.0)  # pre-tanh noise of the acting policy
         bc_rows: str = "real"  # "real" | "all": which rows the behaviour-cloning term uses
         target_min: float = -math.inf  # -inf: no clamp of the critic target
 

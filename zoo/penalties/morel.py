@@ -17,11 +17,12 @@ dynamics families. The threshold is computed once, on the first call, from the c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from zoo.config import bounded
 from zoo.penalties.rollout import max_pairwise_distance, select_members
 from zoo.protocols import ModelStep
 from zoo.registry import register
@@ -48,11 +49,11 @@ class MorelHaltPenalty:
 
     @dataclass
     class Config:
-        kappa: float = field(default=0.0, metadata={"ge": 0.0})  # κ; MOReL's D4RL config: truncate_reward 0
-        pessimism: float = field(default=3.0, metadata={"gt": 0.0})  # p; threshold = statistic / p
+        kappa: float = bounded(0.0, ge=0.0)  # κ; MOReL's D4RL config: truncate_reward 0
+        pessimism: float = bounded(3.0, gt=0.0)  # p; threshold = statistic / p
         threshold_stat: str = "max"  # "max" (MOReL's code) | "quantile"
-        quantile: float = field(default=0.99, metadata={"ge": 0.0, "le": 1.0})
-        threshold: float = field(default=0.0, metadata={"ge": 0.0})  # > 0: a fixed threshold instead
+        quantile: float = bounded(0.99, ge=0.0, le=1.0)
+        threshold: float = bounded(0.0, ge=0.0)  # > 0: a fixed threshold instead
         members: str = "all"  # "all" (MOReL) | "elites"
         reward: str = "code"  # "code": r̂ − κ on the halting step; "paper": −κ
 
