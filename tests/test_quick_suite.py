@@ -1,6 +1,6 @@
 """The quick suite end to end (``slow`` tier): the four Pendulum datasets collected from one online SAC run
-(collection protocol 1: sampled medium/expert actions with their log-probabilities), and MOPO and ROMI
-trained offline on pendulum-medium under the quick preset beating uniform random actions."""
+(collection protocol 1: sampled medium/expert actions with their log-probabilities), and MOPO, ROMI, COMBO and
+MOReL trained offline on pendulum-medium under the quick preset beating uniform random actions."""
 
 from __future__ import annotations
 
@@ -80,14 +80,14 @@ def test_medium_is_the_one_third_checkpoint_and_replay_stops_there(quick_dataset
     assert len(replay) == 200 * episodes_before  # whole 200-step episodes
 
 
-@pytest.mark.parametrize("algo", ["mopo", "romi"])
+@pytest.mark.parametrize("algo", ["mopo", "romi", "combo", "morel"])
 def test_the_quick_preset_beats_random_actions_on_pendulum_medium(
     algo: str, quick_datasets: dict, tmp_path: Path
 ) -> None:
-    """The learning claim of the no-argument ``zoo bench`` (configs/presets/quick.toml), for a penalty recipe and a
-    rule recipe. Uniform random actions score 0 by construction (R_min is their measured mean return); one
-    10-episode evaluation of them spreads by about ±9 points and the final score averages 3 of them, so 20 points
-    is clearly better."""
+    """The learning claim of the no-argument ``zoo bench`` (configs/presets/quick.toml), for a penalty recipe, a
+    rule recipe, the conservative learner (combo) and the deterministic ensemble with halting (morel). Uniform
+    random actions score 0 by construction (R_min is their measured mean return); one 10-episode evaluation of them
+    spreads by about ±9 points and the final score averages 3 of them, so 20 points is clearly better."""
     from zoo.bench.presets import load_bench_preset
 
     preset = load_bench_preset("quick")
@@ -100,33 +100,3 @@ def test_the_quick_preset_beats_random_actions_on_pendulum_medium(
     assert np.isfinite(result["score"])
     assert result["score"] > random_score + 20.0, result
 
-
-# COMBO on the quick preset's sizes (64 × 64 networks, lrs 1e-3, a 3 × 128 ensemble of 10 epochs) with one CQL
-# action per source and state (10 in the recipe): the conservative term costs 3R extra critic passes of the batch,
-# so the recipe's sizes and R take minutes here. Measured on the 2-core development machine: 32.8 points in 24 s
-# (R = 2: 33.3 in 40 s; the recipe's networks with R = 2 and BUDGET reach 102.0 by step 5000, in minutes).
-COMBO_CHEAP = [
-    "rollout.every=500",
-    "rollout.batch=2000",
-    "eval.every=1000",
-    "eval.episodes=10",
-    "eval.last_k=2",
-    "dynamics.hidden=[128, 128, 128]",
-    "dynamics.weight_decay=[2.5e-5, 5e-5, 7.5e-5, 1e-4]",
-    "dynamics.max_epochs=10",
-    "log_every=500",
-    "checkpoint_every=0",
-    "learner.hidden=[64, 64]",
-    "learner.actor_lr=1e-3",
-    "learner.critic_lr=1e-3",
-    "learner.alpha_lr=1e-3",
-    "learner.num_repeat=1",
-]
-
-
-def test_combo_beats_random_actions_on_pendulum_medium(quick_datasets: dict, tmp_path: Path) -> None:
-    """As above (20 points over uniform random actions), for COMBO's conservative SAC on a cheaper budget."""
-    result = train_run("combo", "pendulum-medium", seed=0, out=tmp_path, overrides=COMBO_CHEAP, steps=3000,
-                       progress=False)
-    assert np.isfinite(result["score"])
-    assert result["score"] > float(normalized_score("pendulum-medium", PENDULUM_RANDOM_RETURN)) + 20.0, result
