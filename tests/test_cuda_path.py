@@ -119,11 +119,14 @@ def test_ray_without_gpus_runs_under_a_cpu_hash_on_a_gpu_driver(monkeypatch: pyt
     assert ray.is_initialized() == ray_was_up
 
 
-def model_free(device: str, steps: int, checkpoint_every: int) -> list[str]:
-    """A SAC run on real rows only (no model buffer, which a resume refills afresh): resume must be exact."""
+def tiny_run(device: str, steps: int, checkpoint_every: int) -> list[str]:
+    """A small SAC run with a tiny one-epoch model and one-step rollouts (the checkpoint keeps the model buffer,
+    so a resume must be exact)."""
     return [f"steps={steps}", f"log_every={checkpoint_every}", f"checkpoint_every={checkpoint_every}",
-            "eval.episodes=0", f'device="{device}"', "rollout.horizon=0", "batch.real_ratio=1.0",
-            'penalty.name="none"', 'rule.name="mle"', "learner.hidden=[32, 32]", "batch.size=64"]
+            "eval.episodes=0", f'device="{device}"', "rollout.horizon=1", "rollout.batch=32", "batch.real_ratio=0.5",
+            "dynamics.max_epochs=1", "dynamics.hidden=[16, 16]", "dynamics.weight_decay=[0.0, 0.0, 0.0]",
+            'penalty.name="none"', 'rule.name="mle"',
+            "learner.hidden=[32, 32]", "batch.size=64"]
 
 
 def resumed_equals_uninterrupted(
@@ -135,7 +138,7 @@ def resumed_equals_uninterrupted(
     from zoo.engine.trainer import TrainingInterrupted
 
     def trainer(name: str, on: str = device) -> Trainer:
-        cfg = resolve("mopo", overrides=model_free(on, steps, stop_at))
+        cfg = resolve("mopo", overrides=tiny_run(on, steps, stop_at))
         torch.manual_seed(0)
         t = Trainer(cfg, HopperShapedTask(), tmp / name, tmp / "cache", progress=False, data=hopper_shaped_rows(500))
         t.setup()
@@ -194,7 +197,7 @@ def test_cpu_and_gpu_runs_never_share_a_leaderboard_table(tmp_path: Path) -> Non
 def _trainer(tmp_path: Path) -> Trainer:
     torch.manual_seed(0)
     trainer = Trainer(
-        resolve("mopo", overrides=model_free("cpu", steps=4, checkpoint_every=2)), HopperShapedTask(),
+        resolve("mopo", overrides=tiny_run("cpu", steps=4, checkpoint_every=2)), HopperShapedTask(),
         tmp_path / "run", tmp_path / "cache", progress=False, data=hopper_shaped_rows(500),
     )
     trainer.setup()
