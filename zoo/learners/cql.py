@@ -50,7 +50,7 @@ class CQL:
         rho: str = "mix"  # "mix": every batch state; "model": the model rows only (combo.md §2 step 4)
         lse_layout: str = "correct"  # "olk_bug" reproduces OfflineRL-Kit's missing reshape (combo.md §5 #1)
         lagrange: bool = False  # C_j ← α'(C_j − τ_L), α' learned (combo.md §2, optional form)
-        lagrange_threshold: float = 10.0  # τ_L
+        lagrange_threshold: float = bounded(10.0, ge=0.0)  # τ_L, the allowed gap of C_j (a non-negative margin)
         cql_alpha_lr: float = bounded(3e-4, gt=0.0)
         cql_alpha_max: float = bounded(1e6, gt=0.0)
 
