@@ -47,6 +47,10 @@ ConfigDirOpt = Annotated[
     list[Path] | None, typer.Option("--config-dir", help="Extra directory with algos/, suites/, presets/.")
 ]
 PluginOpt = Annotated[list[str] | None, typer.Option("--plugin", help="Import a module that registers components.")]
+LoggerOpt = Annotated[
+    list[str] | None,
+    typer.Option("--logger", help="Extra loggers besides metrics.jsonl, e.g. --logger tensorboard,wandb (zoo list)."),
+]
 
 
 @app.command("list")
@@ -89,13 +93,17 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not cached.")] = False,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress: a bar on a terminal, one line per evaluation in a file or pipe.")
+    ] = True,
+    logger: LoggerOpt = None,
     config_dir: ConfigDirOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Train one algorithm on one task and write its run directory."""
     _setup(config_dir, plugin)
-    from zoo.engine.run import resolve_run, train_run
+    from zoo.api import train as api_train
+    from zoo.engine.run import resolve_run
 
     if print_config:
         cfg = resolve_run(algo, task, seed, set_, steps, device)
@@ -104,7 +112,7 @@ def train(
     from zoo.engine.trainer import TrainingInterrupted
 
     try:
-        result = train_run(
+        result = api_train(
             algo,
             task,
             seed=seed,
@@ -117,6 +125,7 @@ def train(
             progress=progress,
             download=download,
             log=console.print,
+            loggers=logger,
         )
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{escape(str(stop))}[/]")
@@ -168,6 +177,7 @@ def bench(
     live: Annotated[
         bool | None, typer.Option("--live/--no-live", help="Live progress view (default: on a terminal).")
     ] = None,
+    logger: LoggerOpt = None,
     config_dir: ConfigDirOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
@@ -175,8 +185,8 @@ def bench(
 
     With no arguments: the quick suite, every recipe, the quick budget preset, 2 seeds."""
     _setup(config_dir, plugin)
+    from zoo.api import bench as api_bench
     from zoo.bench.scheduler import SweepInterrupted
-    from zoo.bench.sweep import bench as run_bench
 
     # Ctrl-C must stop the sweep cleanly even when the shell started us with SIGINT ignored (a background job of a
     # non-interactive shell, as some CI runners do): Python keeps an inherited SIG_IGN, so restore the default.
@@ -191,7 +201,7 @@ def bench(
         if value is not None:
             executor_cfg[key] = value
     try:
-        run_bench(
+        api_bench(
             suites=suite,
             algos=[algos] if algos else None,
             seeds=seeds,
@@ -208,9 +218,10 @@ def bench(
             dry_run=dry_run,
             device=device,
             plugins=plugin,
-            config_dirs=[str(d) for d in config_dir or []],
+            config_dirs=config_dir,
             console=console,
             live=live,
+            loggers=logger,
         )
     except SweepInterrupted as stop:
         err_console.print(f"[yellow]{escape(str(stop))}[/]")

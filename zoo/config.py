@@ -102,6 +102,11 @@ class TopLevel:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = 1000  # steps between metric reads (the only host syncs of the loop)
     checkpoint_every: int = 10_000  # steps between checkpoints (0: only at the end)
+    loggers: list[str] = field(default_factory=list)  # extra loggers (kind "logger"); jsonl is always on
+
+
+# Keys that change where a run reports, not what it computes: left out of the config hash (with the seed).
+UNHASHED_KEYS = ("seed", "loggers")
 
 
 @dataclass
@@ -135,6 +140,7 @@ class RunConfig:
     device: str = "auto"
     log_every: int = 1000
     checkpoint_every: int = 10_000
+    loggers: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
@@ -156,9 +162,11 @@ class RunConfig:
         return out
 
     def hash(self) -> str:
-        """Identity of the configuration across seeds: sha256 of the tree without the seed (12 hex)."""
+        """Identity of the configuration across seeds: sha256 of the tree without the seed and the loggers
+        (12 hex)."""
         tree = self.tree()
-        tree.pop("seed")
+        for key in UNHASHED_KEYS:
+            tree.pop(key)
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-KINDS: tuple[str, ...] = ("dynamics", "penalty", "rule", "learner", "suite", "executor")
+KINDS: tuple[str, ...] = ("dynamics", "penalty", "rule", "learner", "suite", "executor", "logger")
 ENTRY_POINT_GROUP = "zoo.components"
 
 # Modules of the zoo itself that register components when imported.
@@ -30,6 +30,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "zoo.learners",
     "zoo.tasks.suites",
     "zoo.bench.executors",
+    "zoo.loggers",
 )
 
 T = TypeVar("T")

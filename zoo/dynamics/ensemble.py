@@ -412,7 +412,12 @@ class GaussianEnsemble(nn.Module):
             elites=elites,
             member_holdout=best_list,
             train_loss=train_loss,
-            extra={"holdout_size": n_hold, "train_size": n_tr, "holdout_history": history},
+            extra={
+                "holdout_size": n_hold,
+                "train_size": n_tr,
+                "holdout_history": history,
+                "holdout_rows": hold_idx.tolist() if n_hold else [],  # the model diagnostics' held-out rows
+            },
         )
 
     @torch.no_grad()

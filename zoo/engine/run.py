@@ -114,9 +114,14 @@ def train_run(
     preset: dict[str, Any] | None = None,
     download: bool = False,
     log: Any = None,
+    loggers: list[str] | str | None = None,
 ) -> dict[str, Any]:
-    """Resolve, build and train one run; write its directory; return the result record."""
+    """Resolve, build and train one run; write its directory; return the result record.
+
+    ``loggers`` (names of kind ``logger``, besides the always-on jsonl and the config's ``loggers``) are checked
+    before anything is written: an unknown name or a missing extra fails at once."""
     from zoo.engine.trainer import Trainer
+    from zoo.loggers import check_loggers, logger_names
     from zoo.tasks.suites import load_suite
     from zoo.tasks.task import get_task
 
@@ -128,6 +133,8 @@ def train_run(
     if suite_name != "custom":
         suite_obj = load_suite(suite_name)
         noise, noise_scale = suite_obj.noise, suite_obj.noise_scale
+    extra_loggers = logger_names(loggers)[1:]
+    check_loggers(logger_names(cfg.loggers, extra_loggers))
     run_id = RunId(suite_name, task, cfg.algo, cfg.hash(), seed)
     run_dir = run_id.path(out)
     result_path = run_dir / "result.json"
@@ -153,6 +160,8 @@ def train_run(
         progress=progress,
         download=download,
         log=log,
+        suite=suite_name,
+        loggers=extra_loggers,
     )
     try:
         trainer.setup()
