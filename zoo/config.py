@@ -103,10 +103,11 @@ class TopLevel:
     log_every: int = 1000  # steps between metric reads (the only host syncs of the loop)
     checkpoint_every: int = 10_000  # steps between checkpoints (0: only at the end)
     loggers: list[str] = field(default_factory=list)  # extra loggers (kind "logger"); jsonl is always on
+    diagnostics: bool = True  # model diagnostics after pretraining and each rule phase (zoo.engine.diagnostics)
 
 
-# Keys that change where a run reports, not what it computes: left out of the config hash (with the seed).
-UNHASHED_KEYS = ("seed", "loggers")
+# Keys that change what a run reports, not what it computes: left out of the config hash (with the seed).
+UNHASHED_KEYS = ("seed", "loggers", "diagnostics")
 
 
 @dataclass
@@ -141,6 +142,7 @@ class RunConfig:
     log_every: int = 1000
     checkpoint_every: int = 10_000
     loggers: list[str] = field(default_factory=list)
+    diagnostics: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)

@@ -84,12 +84,18 @@ def one_step_error(model: Any, data: Transitions, rows: torch.Tensor, scale: tor
     return ((pred - target) / scale).pow(2).mean(-1)
 
 
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1…n; tied values share the mean of their ranks."""
+    x = np.asarray(x, dtype=np.float64)
+    ranks = np.empty(len(x))
+    ranks[np.argsort(x, kind="stable")] = np.arange(1, len(x) + 1)
+    _, tie_group = np.unique(x, return_inverse=True)
+    return (np.bincount(tie_group, ranks) / np.bincount(tie_group))[tie_group]
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rank correlation: the Pearson correlation of the average ranks (ties share their mean rank)."""
-    import pandas as pd
-
-    rx = pd.Series(np.asarray(x, dtype=np.float64)).rank(method="average").to_numpy()
-    ry = pd.Series(np.asarray(y, dtype=np.float64)).rank(method="average").to_numpy()
+    rx, ry = average_ranks(x), average_ranks(y)
     if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
@@ -176,14 +182,14 @@ def plot_diagnostics(records: list[dict[str, Any]], path: Path) -> Path | None:
     """A PNG of the k-step errors and the penalty ranking across phases (matplotlib, Agg backend)."""
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     steps = [r["step"] for r in records]
     has_rank = any(math.isfinite(r.get("model/penalty_spearman", float("nan"))) for r in records)
-    fig, axes = plt.subplots(1, 2 if has_rank else 1, figsize=(9 if has_rank else 5, 3.2), squeeze=False)
+    fig = Figure(figsize=(9 if has_rank else 5, 3.2))  # no pyplot: no global state, no GUI backend
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if has_rank else 1, squeeze=False)
     ax = axes[0, 0]
     for k in KS:
         values = [r.get(f"model/kstep_{k}", float("nan")) for r in records]
@@ -205,6 +211,5 @@ def plot_diagnostics(records: list[dict[str, Any]], path: Path) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(path)
     return path

@@ -342,7 +342,7 @@ class Trainer:
         )
         self._logs = LoggerSet.build(logger_names(self.cfg.loggers, self.extra_loggers), run)
         try:
-            if self.model is not None and self.diagnostics_enabled:
+            if self.model is not None and self.diagnostics_enabled and self.cfg.diagnostics:
                 holdout = (self.fit_report.extra or {}).get("holdout_rows") if self.fit_report is not None else None
                 self._diagnose = ModelDiagnostics.prepare(
                     self.data, self.cfg.seed, holdout, with_penalty=self.cfg.penalty.name != "none"

@@ -32,9 +32,10 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = run.run_dir / "tensorboard"
-        self._writer = SummaryWriter(
-            log_dir=str(self.log_dir), purge_step=run.start_step if run.start_step > 0 else None
-        )
+        # A resumed run keeps the events up to its checkpoint's step (as metrics.jsonl keeps its lines) and drops
+        # the later ones, which it writes again.
+        purge = run.start_step + 1 if run.start_step > 0 else None
+        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge)
 
     def log(self, record: dict[str, Any]) -> None:
         from zoo.loggers import scalars
