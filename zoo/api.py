@@ -137,13 +137,27 @@ def override_strings(overrides: list[str] | dict[str, Any] | None) -> list[str] 
     """``{"penalty.coef": 2.0, "device": "cpu"}`` -> ``["penalty.coef=2.0", 'device="cpu"']`` (TOML literals)."""
     if overrides is None or isinstance(overrides, list | tuple):
         return list(overrides) if overrides is not None else None
-    import tomli_w
+    return [f"{key}={toml_literal(value)}" for key, value in overrides.items()]
 
-    out = []
-    for key, value in overrides.items():
-        literal = tomli_w.dumps({"v": value}).strip()[len("v = ") :]
-        out.append(f"{key}={literal}")
-    return out
+
+def toml_literal(value: Any) -> str:
+    """A Python value as a one-line TOML literal (what ``--set key=...`` takes)."""
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"override value {value!r} has no TOML form; pass it as a --set string")
 
 
 # TO BE REPLACED by zoo.results.load_runs (issue 12, the results half) once it lands on main: one reader of runs/.
