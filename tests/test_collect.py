@@ -122,3 +122,66 @@ def test_quick_task_collects_on_first_use_and_caches(cache, monkeypatch):
     again = small.load()  # cached: not collected again
     assert again.fingerprint() == data.fingerprint()
     assert (path / "data" / "metadata.json").stat().st_mtime_ns == mtime
+
+
+def _sampled_policy(seed: int = 0):
+    """A SampledPolicy around a freshly initialised Pendulum-sized actor (wide enough to spread its actions)."""
+    import torch
+
+    from zoo.learners.networks import TanhGaussianActor
+    from zoo.learners.online import SampledPolicy
+
+    torch.manual_seed(seed)
+    return SampledPolicy(TanhGaussianActor(3, 1, [16, 16], act_scale=2.0))
+
+
+def _stored_log_probs(dataset_id: str) -> list[np.ndarray]:
+    import minari
+
+    from zoo.data.collect import minari_datasets_path
+
+    with minari_datasets_path(local_root()):
+        dataset = minari.load_dataset(dataset_id)
+        return [np.asarray(ep.infos["action_log_probs"]) for ep in dataset.iterate_episodes()]
+
+
+def test_sampled_collection_stores_log_probs_consistent_with_the_policy(cache):
+    """Protocol 1: sampled actions spread around the policy's mean action, and the stored log π(a|s) is the
+    policy's own density of each stored action (sac.md §1's tanh-corrected density)."""
+    import torch
+
+    from zoo.data.collect import COLLECTION_PROTOCOL, PROTOCOL_KEY
+
+    policy = _sampled_policy()
+    collect_dataset("Pendulum-v1", policy, episodes=2, dataset_id="zoo/pendulum/sampled-v1", seed=4, quality="medium")
+    data = load_local_dataset("zoo/pendulum/sampled-v1")
+    log_probs = np.concatenate(_stored_log_probs("zoo/pendulum/sampled-v1"))
+    assert log_probs.shape == (len(data),) and np.isfinite(log_probs).all()
+    obs, act = data.obs, data.act
+    with torch.no_grad():
+        mean_action = 2.0 * torch.tanh(policy.actor(obs)[0])
+        inside = (act.abs() < 0.999 * 2.0)[:, 0]
+        u = torch.atanh(act[inside].double() / 2.0).float()
+        expected = policy.actor.log_prob(obs[inside], u)[:, 0].double().numpy()
+    assert float((act - mean_action).abs().mean()) > 0.1  # actions are samples, not the mean action
+    assert inside.float().mean() > 0.5
+    np.testing.assert_allclose(log_probs[inside.numpy()], expected, rtol=1e-3, atol=1e-3)
+    meta = read_local_metadata("zoo/pendulum/sampled-v1")
+    assert meta[PROTOCOL_KEY] == COLLECTION_PROTOCOL == data.meta["collection_protocol"]
+    assert meta["zoo_fingerprint"] == data.fingerprint()
+    # The same seed gives the same samples: collection stays reproducible.
+    collect_dataset("Pendulum-v1", _sampled_policy(), episodes=2, dataset_id="zoo/pendulum/again-v1", seed=4)
+    torch.testing.assert_close(load_local_dataset("zoo/pendulum/again-v1").act, act, rtol=0, atol=0)
+
+
+def test_collection_protocol_versions_the_id_and_the_fingerprint(cache):
+    from zoo.data.collect import COLLECTION_PROTOCOL, default_dataset_id
+
+    assert default_dataset_id("Pendulum-v1", "medium") == f"zoo/pendulum/medium-v{COLLECTION_PROTOCOL}"
+    assert get_task("pendulum-medium").dataset_id == default_dataset_id("Pendulum-v1", "medium")
+    collect_quality("Pendulum-v1", "random", episodes=1, dataset_id="zoo/pendulum/r-v1", seed=0)
+    data = load_local_dataset("zoo/pendulum/r-v1")
+    older = data.select(slice(None))
+    older.meta = {k: v for k, v in data.meta.items() if k != "collection_protocol"}  # e.g. a protocol-0 copy
+    torch_equal = bool((older.act == data.act).all())
+    assert torch_equal and older.fingerprint() != data.fingerprint()

@@ -33,6 +33,40 @@ def test_qualities_are_ordered_and_the_expert_matches_its_reference(quick_datase
     assert all(d.terminal.sum() == 0 for d in quick_datasets.values())  # Pendulum never terminates
 
 
+@pytest.mark.parametrize("quality", ["medium", "expert"])
+def test_medium_and_expert_data_carry_action_spread_and_their_log_probs(quality: str, quick_datasets: dict) -> None:
+    """Collection protocol 1 (zoo.data.behaviour): the actions are samples of the behaviour policy, not its
+    mean action, and the stored log π(a|s) is that policy's density of each stored action."""
+    import minari
+    import torch
+
+    from zoo.data.behaviour import quality_policy
+    from zoo.data.collect import COLLECTION_PROTOCOL, local_root, minari_datasets_path
+
+    data = quick_datasets[f"pendulum-{quality}"]
+    assert data.meta["collection_protocol"] == COLLECTION_PROTOCOL == 1
+    policy = quality_policy("Pendulum-v1", quality)
+    with minari_datasets_path(local_root()):
+        episodes = minari.load_dataset(get_task(f"pendulum-{quality}").dataset_id).iterate_episodes()
+        log_probs = torch.as_tensor(np.concatenate([np.asarray(ep.infos["action_log_probs"]) for ep in episodes]))
+    assert log_probs.shape == (len(data),)
+    with torch.no_grad():
+        mu, log_std = policy.actor(data.obs)
+        scale = policy.actor.act_scale
+        spread = (data.act - scale * torch.tanh(mu)).abs().mean()
+        inside = (data.act.abs() < 0.999 * scale)[:, 0]
+        expected = policy.actor.log_prob(data.obs[inside], torch.atanh(data.act[inside].double() / scale).float())
+    assert float(spread) > 0.2 * float(log_std.exp().mean()) and float(spread) > 0.1, float(spread)
+    assert float(inside.float().mean()) > 0.95
+    torch.testing.assert_close(log_probs[inside].float(), expected[:, 0], rtol=1e-3, atol=2e-3)
+
+
+def test_the_expert_reference_is_the_final_policy_acting_deterministically(quick_datasets: dict) -> None:
+    from zoo.data.behaviour import expert_return
+
+    assert expert_return("Pendulum-v1") == pytest.approx(PENDULUM_EXPERT_RETURN, abs=1e-3)
+
+
 def test_medium_is_the_one_third_checkpoint_and_replay_stops_there(quick_datasets: dict) -> None:
     run = behaviour_run("Pendulum-v1", 0)
     rand, expert = random_return("Pendulum-v1"), run.checkpoints[-1].eval_return

@@ -303,12 +303,8 @@ def eval_run(
 
 
 def _mount_data_commands() -> None:
-    try:
-        from zoo.data.commands import data_app
-    except ModuleNotFoundError as err:  # only while the data commands module does not exist
-        if err.name != "zoo.data.commands":
-            raise
-        return
+    from zoo.cli_data import data_app
+
     app.add_typer(data_app, name="data", help="Datasets: collect, list, path, info, download.")
 
 

@@ -3,10 +3,20 @@
 One online SAC run per (env, seed, budget) is trained with :func:`zoo.learners.online.train_online` and
 cached under ``data_dir()/behaviour``. From it (issue "Engine", item 3; our choices written here):
 
-- ``expert``: the final policy (deterministic actions).
-- ``medium``: the checkpoint whose evaluation return is closest to one third of the way from the random
-  return to the expert's (the final checkpoint's evaluation return); returns may be negative (Pendulum).
+- ``expert``: the final policy.
+- ``medium``: the checkpoint whose (deterministic) evaluation return is closest to one third of the way
+  from the random return to the expert's (the final checkpoint's evaluation return); returns may be negative
+  (Pendulum).
 - ``medium-replay``: the replay buffer, as whole episodes, up to the step of the medium checkpoint.
+
+The collection protocol (version 1, ``zoo.data.collect.COLLECTION_PROTOCOL``) follows D4RL's MuJoCo data:
+``medium`` and ``expert`` *sample* their actions from the policy's stochastic tanh-Gaussian distribution
+(D4RL generated them from its SAC policies the same way, and its files carry ``infos/action_log_probs``); the
+log-probability of every action is stored with the data (Minari ``infos["action_log_probs"]``, one entry per
+action). With deterministic actions in a deterministic env every visited state would carry one action, the
+model would never see how actions change the dynamics, and offline policies exploit the model off the data.
+``random`` stays uniform and ``medium-replay`` stays the replay buffer. The expert reference score (R_max) is
+still the deterministic evaluation of the final policy (:func:`expert_return`), as in D4RL.
 
 The random return is the reference table's measured constant where the env has one (Pendulum-v1),
 otherwise it is measured with uniform random actions over 100 seeded episodes.
@@ -79,11 +89,20 @@ def behaviour_run(env_id: str, seed: int = 0, steps: int | None = None, progress
 
 
 def random_return(env_id: str) -> float:
-    from zoo.tasks.references import PENDULUM_RANDOM_RETURN, measure_random_return
+    """R_min: the measured constant for Pendulum-v1, otherwise measured over 100 seeded random episodes."""
+    from zoo.data.local_references import PENDULUM_RANDOM_RETURN, measure_random_return
 
     if env_id == "Pendulum-v1":
         return PENDULUM_RANDOM_RETURN
     return measure_random_return(env_id, episodes=100)
+
+
+def expert_return(env_id: str, seed: int = 0, episodes: int = 100) -> float:
+    """R_max: the final behaviour policy acting deterministically, episode k reset with seed k (D4RL's expert
+    reference is the evaluation of its final policy, not the return of the sampled expert data)."""
+    from zoo.data.local_references import measure_policy_return
+
+    return measure_policy_return(env_id, behaviour_run(env_id, seed).policy(None), episodes=episodes)
 
 
 def medium_checkpoint(run: Any, random_ret: float) -> Any:
@@ -94,12 +113,13 @@ def medium_checkpoint(run: Any, random_ret: float) -> Any:
 
 
 def quality_policy(env_id: str, quality: str, seed: int = 0) -> Any:
-    """A deterministic behaviour policy (``act`` on a batch) for ``medium`` or ``expert``."""
+    """The behaviour policy of ``medium`` or ``expert``: actions sampled from the checkpoint's stochastic
+    policy (``act`` and ``act_with_log_prob`` on a batch; ``seed`` resets its noise stream)."""
     run = behaviour_run(env_id, seed)
     if quality == "expert":
-        return run.policy(None)
+        return run.policy(None, sampled=True)
     if quality == "medium":
-        return run.policy(medium_checkpoint(run, random_return(env_id)))
+        return run.policy(medium_checkpoint(run, random_return(env_id)), sampled=True)
     raise ValueError(f"quality {quality!r} is not a policy; available: medium, expert")
 
 

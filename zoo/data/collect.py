@@ -6,8 +6,15 @@ episode buffers itself (no jax) and writes them with ``minari.create_dataset_fro
 with the same package versions writes the same data; the content fingerprint
 (``Transitions.fingerprint()`` of the data as ``load_minari`` reads it back) goes into the metadata.
 
-Datasets live under ``data_dir()/"minari"`` with ids like ``zoo/pendulum/random-v0``. A dataset is built in a
+Datasets live under ``data_dir()/"minari"`` with ids like ``zoo/pendulum/random-v1``. A dataset is built in a
 temporary directory beside its final place and renamed into it: nothing half-written is ever left behind.
+
+Collection protocol (:data:`COLLECTION_PROTOCOL`, see :mod:`zoo.data.behaviour`): version 1 samples the actions
+of ``medium`` and ``expert`` from the behaviour policy's stochastic distribution and stores their
+log-probabilities (``infos["action_log_probs"]``, one entry per action, as D4RL's ``infos/action_log_probs``);
+version 0 (before 2026-11) acted deterministically. The version is the dataset id's ``-vN`` suffix (so the
+cache path), is written into the metadata (``zoo_protocol``), and enters the data's fingerprint, so data of an
+older protocol are never reused in its place.
 """
 
 from __future__ import annotations
@@ -32,13 +39,17 @@ from zoo.data.transitions import Transitions
 from zoo.paths import data_dir
 
 METADATA_KEY = "zoo_fingerprint"
+PROTOCOL_KEY = "zoo_protocol"
+COLLECTION_PROTOCOL = 1  # 0: deterministic medium/expert actions; 1: sampled, with log-probabilities
 
 
 @runtime_checkable
 class BehaviourPolicy(Protocol):
     """What collects data: ``act(obs [B, d_s]) -> actions [B, d_a]`` (numpy), and a ``name``.
 
-    A policy may also have ``seed(seed: int)``; :func:`collect_dataset` calls it before the first episode.
+    A policy may also have ``seed(seed: int)``; :func:`collect_dataset` calls it before the first episode. A
+    stochastic policy may have ``act_with_log_prob(obs) -> (actions [B, d_a], log π(a|s) [B])``: the collector
+    then stores the log-probabilities as ``infos["action_log_probs"]``.
     """
 
     name: str
@@ -157,15 +168,22 @@ def _versions() -> dict[str, str]:
 
 
 def _play(env: gym.Env, policy: BehaviourPolicy, episodes: int, seed: int) -> list[dict[str, Any]]:
-    """Play ``episodes`` episodes; episode k is reset with seed + k. Returns per-episode arrays."""
+    """Play ``episodes`` episodes; episode k is reset with seed + k. Returns per-episode arrays (with
+    ``infos["action_log_probs"]`` when the policy reports them)."""
     out = []
+    with_log_probs = callable(getattr(policy, "act_with_log_prob", None))
     for k in range(episodes):
         obs, _ = env.reset(seed=seed + k)
         observations = [np.asarray(obs)]
-        actions, rewards, terms, truncs = [], [], [], []
+        actions, rewards, terms, truncs, log_probs = [], [], [], [], []
         done = False
         while not done:
-            action = np.asarray(policy.act(np.asarray(obs)[None]))[0]
+            if with_log_probs:
+                batch_actions, batch_log_probs = policy.act_with_log_prob(np.asarray(obs)[None])  # type: ignore[attr-defined]
+                action = np.asarray(batch_actions)[0]
+                log_probs.append(float(np.asarray(batch_log_probs)[0]))
+            else:
+                action = np.asarray(policy.act(np.asarray(obs)[None]))[0]
             obs, reward, terminated, truncated, _ = env.step(action)
             observations.append(np.asarray(obs))
             actions.append(action)
@@ -181,6 +199,7 @@ def _play(env: gym.Env, policy: BehaviourPolicy, episodes: int, seed: int) -> li
                 "rewards": np.asarray(rewards, dtype=np.float64),
                 "terminations": np.asarray(terms, dtype=bool),
                 "truncations": np.asarray(truncs, dtype=bool),
+                "infos": {"action_log_probs": np.asarray(log_probs, dtype=np.float64)} if with_log_probs else {},
             }
         )
     return out
@@ -241,9 +260,9 @@ def collect_dataset(
                 f"dataset {dataset_id} already exists at {final}; pass overwrite=True (--overwrite)"
             )
     if ref_min_score is None and ref_max_score is None and env_id == "Pendulum-v1":
-        from zoo.tasks.references import PENDULUM_REFERENCE
+        from zoo.data.local_references import PENDULUM_EXPERT_RETURN, PENDULUM_RANDOM_RETURN
 
-        ref_min_score, ref_max_score = PENDULUM_REFERENCE.min, PENDULUM_REFERENCE.max
+        ref_min_score, ref_max_score = PENDULUM_RANDOM_RETURN, PENDULUM_EXPERT_RETURN
 
     root.mkdir(parents=True, exist_ok=True)
     tmp_root = root / f".tmp-collect-{uuid.uuid4().hex[:12]}"
@@ -266,7 +285,7 @@ def collect_dataset(
                 rewards=list(ep["rewards"]),
                 terminations=list(ep["terminations"]),
                 truncations=list(ep["truncations"]),
-                infos={},
+                infos=ep.get("infos") or {},
             )
             for k, ep in enumerate(played)
         ]
@@ -289,7 +308,8 @@ def collect_dataset(
                 ref_max_score=ref_max_score,
                 eval_env=_env_spec(env_id, env_kwargs) if ref_max_score is not None else None,
             )
-            # The fingerprint of exactly what the loader will read back (zoo.data.minari_io).
+            # The protocol first: it enters the fingerprint of exactly what the loader will read back.
+            dataset.storage.update_metadata({PROTOCOL_KEY: COLLECTION_PROTOCOL})
             fingerprint = load_local_dataset(dataset_id, root=tmp_root).fingerprint()
             extra: dict[str, Any] = {
                 METADATA_KEY: fingerprint,
@@ -339,6 +359,7 @@ def collect_quality(
 
 
 def default_dataset_id(env_id: str, quality: str) -> str:
-    """``zoo/<env name, lower case>/<quality>-v0``, e.g. ``zoo/pendulum/random-v0`` for Pendulum-v1."""
+    """``zoo/<env name, lower case>/<quality>-v<protocol>``, e.g. ``zoo/pendulum/random-v1`` for Pendulum-v1:
+    the version is the collection protocol, so data of an older protocol live under another id."""
     name = env_id.split("/")[-1].split("-v")[0].lower()
-    return f"zoo/{name}/{quality}-v0"
+    return f"zoo/{name}/{quality}-v{COLLECTION_PROTOCOL}"

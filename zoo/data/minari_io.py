@@ -151,4 +151,6 @@ def load_minari(dataset_id: str, download: bool = False) -> Transitions:
     for key in ("ref_min_score", "ref_max_score"):
         if metadata.get(key) is not None:
             meta[key] = float(metadata[key])
+    if metadata.get("zoo_protocol") is not None:  # the zoo's collection protocol (zoo.data.collect)
+        meta["collection_protocol"] = int(metadata["zoo_protocol"])
     return Transitions.from_numpy(meta=meta, **arrays)

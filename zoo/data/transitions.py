@@ -79,8 +79,12 @@ class Transitions:
 
     # -- identity ----------------------------------------------------------------------------
     def fingerprint(self) -> str:
-        """Content hash (sha256 over shapes and bytes of every field, 16 hex digits)."""
+        """Content hash (sha256 over shapes and bytes of every field, 16 hex digits). Data collected by the zoo
+        also hash their collection protocol (``meta["collection_protocol"]``, zoo.data.collect), so data of two
+        protocols never share a fingerprint (nor a pretrained model) even where their bytes agree."""
         h = hashlib.sha256()
+        if self.meta.get("collection_protocol") is not None:
+            h.update(f"collection_protocol={int(self.meta['collection_protocol'])}".encode())
         for name in FIELDS:
             t = getattr(self, name).detach().to("cpu").contiguous()
             h.update(name.encode())

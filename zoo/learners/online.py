@@ -59,6 +59,37 @@ class DeterministicPolicy:
     __call__ = act
 
 
+class SampledPolicy(DeterministicPolicy):
+    """Behaviour-policy interface that samples a = a_max · tanh(μ + σ ⊙ ξ) from the actor, as D4RL's MuJoCo
+    ``medium``/``expert`` data were generated (its files carry ``infos/action_log_probs``).
+
+    ``seed(seed)`` resets the noise stream; ``act_with_log_prob`` also returns log π(a|s) of each action
+    (the tanh-corrected density of sac.md §1), which the collector stores beside the actions.
+    """
+
+    def __init__(self, actor: TanhGaussianActor, device: torch.device | str = "cpu", name: str = "sac") -> None:
+        super().__init__(actor, device, name)
+        self.generator = torch.Generator(device=self.device).manual_seed(0)
+
+    def seed(self, seed: int) -> None:
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+
+    @torch.no_grad()
+    def act_with_log_prob(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(actions [B, d_a], log π(a|s) [B]) for a batch of observations."""
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        a, _, logp = self.actor.sample(x, deterministic=False, generator=self.generator)
+        return a.cpu().numpy(), logp[:, 0].double().cpu().numpy()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs)
+        single = x.ndim == 1
+        actions, _ = self.act_with_log_prob(x[None] if single else x)
+        return actions[0] if single else actions
+
+    __call__ = act
+
+
 @dataclass
 class OnlineRun:
     """Checkpoints (one per evaluation) and the replay data as whole episodes in collection order."""
@@ -81,27 +112,35 @@ class OnlineRun:
             raise ValueError("this run has no checkpoints; evaluate at least once (eval_every <= steps)")
         return max(reversed(self.checkpoints), key=lambda c: c.eval_return)
 
-    def policy(self, checkpoint: OnlineCheckpoint | int | None = None, device: str = "cpu") -> DeterministicPolicy:
-        """A deterministic policy from a checkpoint (an object, an index, or None for the last one)."""
+    def policy(
+        self, checkpoint: OnlineCheckpoint | int | None = None, device: str = "cpu", sampled: bool = False
+    ) -> DeterministicPolicy:
+        """The policy of a checkpoint (an object, an index, or None for the last one): deterministic actions,
+        or with ``sampled`` actions drawn from its stochastic distribution (:class:`SampledPolicy`)."""
         if checkpoint is None or isinstance(checkpoint, int):
             if not self.checkpoints:
                 raise ValueError("this run has no checkpoints")
             checkpoint = self.checkpoints[-1 if checkpoint is None else checkpoint]
-        policy = policy_from_state(self.spec, self.learner_cfg, checkpoint.actor_state, device)
-        policy.name = f"sac-{self.env_id}-seed{self.seed}-step{checkpoint.step}"
+        policy = policy_from_state(self.spec, self.learner_cfg, checkpoint.actor_state, device, sampled=sampled)
+        policy.name = f"sac-{self.env_id}-seed{self.seed}-step{checkpoint.step}" + ("-sampled" if sampled else "")
         return policy
 
 
 def policy_from_state(
-    spec: EnvSpec, learner_cfg: dict[str, Any], actor_state: dict[str, torch.Tensor], device: str = "cpu"
+    spec: EnvSpec,
+    learner_cfg: dict[str, Any],
+    actor_state: dict[str, torch.Tensor],
+    device: str = "cpu",
+    sampled: bool = False,
 ) -> DeterministicPolicy:
-    """Rebuild the actor of a SAC config (hidden sizes, log-std bounds) and load ``actor_state`` into it."""
+    """Rebuild the actor of a SAC config (hidden sizes, log-std bounds) and load ``actor_state`` into it;
+    a :class:`SampledPolicy` when ``sampled``, else a :class:`DeterministicPolicy`."""
     cfg = SAC.Config(**learner_cfg)
     actor = TanhGaussianActor(
         spec.obs_dim, spec.act_dim, list(cfg.hidden), spec.act_scale, cfg.log_std_min, cfg.log_std_max
     )
     actor.load_state_dict(actor_state)
-    return DeterministicPolicy(actor, device)
+    return SampledPolicy(actor, device) if sampled else DeterministicPolicy(actor, device)
 
 
 def env_spec(env: gym.Env) -> EnvSpec:

@@ -6,8 +6,8 @@ Normalized score = 100 · (R − R_min) / (R_max − R_min); normalized std = 10
 - D4RL: R_min / R_max per env, the same for every dataset of that env and for v0/v1/v2 (D4RL ``infos.py``).
 - NeoRL: no official normaliser; the community constants of the model-based literature (evaluation.md §1).
 - Minari: each dataset's own ``ref_min_score`` / ``ref_max_score`` from its metadata (read by the Task).
-- Pendulum (the local ``quick`` suite): R_min measured here with :func:`measure_random_return`; R_max is
-  the expert's mean return, provisional until the engine work measures it.
+- Pendulum (the local ``quick`` suite): R_min and R_max measured with :func:`measure_random_return` and
+  :func:`measure_policy_return`; the constants and their measurement live in :mod:`zoo.data.local_references`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,14 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import torch
+
+from zoo.data.local_references import (  # noqa: F401  (re-exported: the Pendulum references live below zoo.data)
+    PENDULUM_EXPERT_RETURN,
+    PENDULUM_RANDOM_RETURN,
+    PENDULUM_REFERENCE_SOURCE,
+    measure_policy_return,
+    measure_random_return,
+)
 
 if TYPE_CHECKING:
     from zoo.tasks.task import Task
@@ -54,20 +62,7 @@ NEORL_REFERENCES: dict[str, Reference] = {
     "walker2d": Reference(1.0, 5143.0, NEORL_SOURCE),
 }
 
-# Mean return of uniform random actions on Pendulum-v1 over 100 episodes, episode k reset with seed k
-# (k = 0..99) and its actions drawn from numpy.random.default_rng(k); measured with
-# measure_random_return("Pendulum-v1") on gymnasium 1.4.0.
-PENDULUM_RANDOM_RETURN: float = -1197.1835879206956
-# Mean return of the quick suite's expert policy on Pendulum-v1: the final policy of the online SAC run of
-# zoo.data.behaviour (seed 0, 8000 env steps, one thread), acting deterministically for 100 episodes reset
-# with seeds 0..99 (the pendulum-expert dataset); measured on torch 2.13.0 CPU, gymnasium 1.4.0.
-PENDULUM_EXPERT_RETURN: float = -145.12220083533902
-PENDULUM_REFERENCE = Reference(
-    PENDULUM_RANDOM_RETURN,
-    PENDULUM_EXPERT_RETURN,
-    "zoo: R_min = measured mean return of uniform random actions (100 episodes, seeds 0-99, Pendulum-v1); "
-    "R_max = measured mean return of the zoo's online-SAC expert (100 episodes, seeds 0-99)",
-)
+PENDULUM_REFERENCE = Reference(PENDULUM_RANDOM_RETURN, PENDULUM_EXPERT_RETURN, PENDULUM_REFERENCE_SOURCE)
 
 
 def reference_for(task: Task | str | Reference) -> Reference:
@@ -118,28 +113,3 @@ def _as_values(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return np.asarray(x, dtype=np.float64)
     return float(x)
-
-
-def measure_random_return(env_id: str, episodes: int = 100, **env_kwargs: Any) -> float:
-    """Mean return of uniform random actions: episode k is reset with seed k and draws its actions from
-    ``numpy.random.default_rng(k)`` (k = 0 .. episodes − 1). How the Pendulum R_min was measured."""
-    import gymnasium as gym
-
-    env = gym.make(env_id, **env_kwargs)
-    low = np.asarray(env.action_space.low, dtype=np.float64)
-    high = np.asarray(env.action_space.high, dtype=np.float64)
-    total = 0.0
-    try:
-        for k in range(episodes):
-            rng = np.random.default_rng(k)
-            env.reset(seed=k)
-            ret, done = 0.0, False
-            while not done:
-                action = rng.uniform(low, high).astype(env.action_space.dtype)
-                _, reward, terminated, truncated, _ = env.step(action)
-                ret += float(reward)
-                done = terminated or truncated
-            total += ret
-    finally:
-        env.close()
-    return total / episodes

@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from zoo.data.collect import default_dataset_id
 from zoo.data.transitions import Transitions
 from zoo.protocols import EnvSpec
 from zoo.tasks.references import D4RL_REFERENCES, NEORL_REFERENCES, PENDULUM_REFERENCE, Reference
@@ -442,7 +443,7 @@ def _build_tasks() -> dict[str, Task]:
             name=name,
             family="pendulum",
             source="local",
-            dataset_id=f"zoo/pendulum/{quality}-v0",
+            dataset_id=default_dataset_id("Pendulum-v1", quality),  # -v<collection protocol>
             env_id="Pendulum-v1",
             ref_min=PENDULUM_REFERENCE.min,
             ref_max=PENDULUM_REFERENCE.max,

@@ -1,6 +1,7 @@
 """``zoo data``: collect, list, locate, inspect and download datasets (DESIGN.md, "Data and tasks").
 
-Mounted by ``zoo/cli.py`` as ``app.add_typer(data_app, name="data")``.
+A CLI layer above both ``zoo.data`` and ``zoo.tasks`` (so it lives outside them), mounted by ``zoo/cli.py``
+as ``app.add_typer(data_app, name="data")``.
 """
 
 from __future__ import annotations
