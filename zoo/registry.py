@@ -47,6 +47,11 @@ class ConfigKeyError(ValueError):
     """A configuration key that the component does not know."""
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency of the chosen component (executor, logger) is not installed; the message says how to
+    install it."""
+
+
 class Registry:
     """Maps (kind, name) to a component class."""
 

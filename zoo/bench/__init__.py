@@ -10,10 +10,10 @@ from typing import Any
 
 
 class _CallableModule(types.ModuleType):
-    """``zoo.bench`` is this package and, called, :func:`zoo.api.bench` (issue 12, item 4): ``zoo.bench(...)``."""
+    """``zoo.bench`` is this package and, called, :func:`zoo.bench.api.bench` (issue 12, item 4): ``zoo.bench(...)``."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from zoo.api import bench
+        from zoo.bench.api import bench
 
         return bench(*args, **kwargs)
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.bench.executors import MissingExtraError  # noqa: F401 (re-exported for loggers)
-from zoo.registry import REGISTRY
+from zoo.registry import REGISTRY, MissingExtraError  # noqa: F401 (re-exported for loggers)
 
 ALWAYS_ON = "jsonl"
 IDENTITY_KEYS = ("step", "kind")

@@ -23,7 +23,7 @@ class TensorBoardLogger:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            from zoo.bench.executors import MissingExtraError
+            from zoo.registry import MissingExtraError
 
             raise MissingExtraError(INSTALL_HINT) from None
 

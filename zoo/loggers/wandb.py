@@ -37,7 +37,7 @@ class WandbLogger:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            from zoo.bench.executors import MissingExtraError
+            from zoo.registry import MissingExtraError
 
             raise MissingExtraError(INSTALL_HINT) from None
 
