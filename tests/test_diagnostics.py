@@ -204,3 +204,29 @@ def test_a_run_logs_diagnostics_after_pretraining_and_each_rule_phase_and_trains
                 for r in records if r["kind"] != "model"]
 
     assert strip(with_diag) == strip(without)  # the diagnostics never touch the run's random streams
+
+
+def test_a_resumed_run_keeps_the_diagnostics_before_its_stop(tmp_path: Path) -> None:
+    from zoo.engine.trainer import TrainingInterrupted
+
+    cfg = resolve("romi", overrides=TINY_ROMI)
+    first = Trainer(cfg, HopperShapedTask(), tmp_path / "run", tmp_path / "cache", progress=False,
+                    data=chained_rows(1000))
+    first.setup()
+    update = first.rule.update
+
+    def update_then_stop(ctx):  # noqa: ANN001, ANN202 (as a Ctrl-C during the first rule phase)
+        first._stop_requested = True
+        return update(ctx)
+
+    first.rule.update = update_then_stop  # type: ignore[method-assign]
+    with pytest.raises(TrainingInterrupted):
+        first.train()
+    assert [r["step"] for r in first.diagnostics] == [0, 6]
+    second = Trainer(cfg, HopperShapedTask(), tmp_path / "run", tmp_path / "cache", progress=False,
+                     data=chained_rows(1000))
+    second.setup()
+    second.train(resume=True)
+    assert [r["step"] for r in second.diagnostics] == [0, 6, 12]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if r["kind"] == "model"] == [0, 6, 12]

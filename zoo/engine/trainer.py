@@ -327,6 +327,7 @@ class Trainer:
         if resume and self.load_checkpoint():
             start_step = self.step
             _truncate_metrics(metrics_path, start_step)
+            self.diagnostics = _records_of_kind(metrics_path, "model")  # the plot keeps the points before the stop
             self.log(f"resuming at step {start_step}")
         elif metrics_path.exists():
             metrics_path.unlink()
@@ -367,8 +368,7 @@ class Trainer:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
             self._logs.close()
-            if self.diagnostics:
-                plot_diagnostics(self.diagnostics, self.run_dir / "model_diagnostics.png")
+            self._plot_diagnostics()
         return self.summary(wall_s=time.time() - start_time)
 
     def _record(self, record: dict[str, Any]) -> None:
@@ -385,6 +385,15 @@ class Trainer:
         self.diagnostics.append(record)
         self._record(record)
         return values
+
+    def _plot_diagnostics(self) -> None:
+        """model_diagnostics.png in the run directory; a failing plot never fails the run."""
+        if not self.diagnostics:
+            return
+        try:
+            plot_diagnostics(self.diagnostics, self.run_dir / "model_diagnostics.png")
+        except Exception as err:  # noqa: BLE001 (matplotlib failures are many and never the run's fault)
+            self.log(f"[yellow]warning:[/] model diagnostics plot not written: {type(err).__name__}: {err}")
 
     def _loop(self, start_step: int) -> None:
         cfg = self.cfg
@@ -494,6 +503,19 @@ def _floats(d: dict[str, Any]) -> dict[str, Any]:
             out[k] = float(v) if v.numel() == 1 else v.tolist()
         else:
             out[k] = v
+    return out
+
+
+def _records_of_kind(path: Path, kind: str) -> list[dict[str, Any]]:
+    """The records of one kind in a metrics.jsonl file (lines cut by a crash are skipped)."""
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("kind") == kind:
+            out.append(record)
     return out
 
 
