@@ -42,6 +42,19 @@ def test_zoo_bench_is_the_package_and_the_function() -> None:
     assert callable(zoo.bench) and zoo.bench.sweep.bench is not None and callable(zoo.train)
 
 
+def test_a_dry_run_frame_lists_the_plan_as_not_run(tmp_path: Path) -> None:
+    from zoo.results import RUN_COLUMNS
+
+    frame = zoo.bench("quick", ["mopo", "mbpo"], seeds=[3, 7], tasks="pendulum-random", out=tmp_path,
+                      dry_run=True, quiet=True)
+    assert list(frame.columns[: len(RUN_COLUMNS)]) == list(RUN_COLUMNS)
+    assert frame[["algo", "seed", "status"]].values.tolist() == [
+        ["mopo", 3, "not run"], ["mopo", 7, "not run"], ["mbpo", 3, "not run"], ["mbpo", 7, "not run"]
+    ]  # in plan order
+    assert str(frame["seed"].dtype) == "Int64" and str(frame["status"].dtype) == "string"
+    assert not (tmp_path / "runs").exists()
+
+
 def metrics(run_dir: Path) -> list[dict]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "sps"} for r in records]

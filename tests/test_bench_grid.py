@@ -56,7 +56,7 @@ def test_grid_ids_are_stable_and_equal_dynamics_share_one_pretraining() -> None:
 
 def test_preset_layers_per_algorithm_tables_and_unused_tables(tmp_path: Path) -> None:
     quick = load_bench_preset("quick")
-    assert quick.seeds == 2 and "algos" not in quick.common and "seeds" not in quick.common
+    assert quick.seeds == 3 and "algos" not in quick.common and "seeds" not in quick.common
     plan = expand_grid(["quick"], ["mopo", "mobile"], [0], preset=quick, tasks=["pendulum-medium"])
     cfg = {s.algo: s.cfg for s in plan.runs}
     assert cfg["mobile"].penalty.cfg.samples == 2  # [algos.mobile] only

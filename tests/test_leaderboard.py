@@ -3,7 +3,6 @@ cells, marking, totals, IQM, published references, noisy tables, every format, d
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,72 +10,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.runs_tree import make_run
 from zoo.bench.grid import Setting
 from zoo.bench.leaderboard import FORMATS, build_leaderboards, label_order, write_leaderboards
 from zoo.bench.stats import stratified_bootstrap_iqm
-from zoo.bench.store import scan_runs
 from zoo.cli import app
-from zoo.engine.run import RunId
+from zoo.results import load_runs
 
 REPS = 2_000  # bootstrap replicates in these tests (the default 50k is slower and changes nothing checked)
-
-
-def make_run(
-    out: Path,
-    suite: str,
-    task: str,
-    algo: str,
-    seed: int,
-    score: float | None,
-    label: str | None = None,
-    setting: Setting = Setting("quick"),
-    steps: int = 2000,
-    config_hash: str = "0123456789ab",
-) -> Path:
-    """A run directory as train_run and the scheduler leave it (score None: a failed run)."""
-    run_dir = RunId(suite, task, algo, config_hash, seed).path(out)
-    run_dir.mkdir(parents=True)
-    bench = {
-        "suite": suite,
-        "task": task,
-        "algo": algo,
-        "label": label or algo,
-        "seed": seed,
-        "setting": setting.as_dict(),
-        "sweep": {},
-        "overrides": [],
-        "config_hash": config_hash,
-        "steps": steps,
-    }
-    (run_dir / "bench.json").write_text(json.dumps(bench))
-    if score is None:
-        (run_dir / "error.json").write_text(json.dumps({"error": "RuntimeError: boom", "traceback": "", "step": 3}))
-        return run_dir
-    evals = [(500 * (k + 1), score - 10.0 * (3 - k)) for k in range(4)]
-    lines = [{"step": 0, "kind": "setup"}] + [
-        {"step": s, "kind": "eval", "score": v, "return_mean": v, "return_std": 0.0, "length_mean": 200.0}
-        for s, v in evals
-    ]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    result = {
-        "task": task,
-        "suite": suite,
-        "algo": algo,
-        "seed": seed,
-        "config_hash": config_hash,
-        "score": score,
-        "return": score,
-        "steps": steps,
-        "wall_s": 12.5,
-        "loader": "keep_timeouts",
-        "eval_env": "Env-v4",
-        "mujoco": "3.3.0",
-        "noise": "none",
-        "status": "finished",
-        "best": {"score": score + 5, "step": 1500, "note": "best single evaluation; never in tables"},
-    }
-    (run_dir / "result.json").write_text(json.dumps(result))
-    return run_dir
 
 
 SCORES = {  # quick suite: task -> algo -> per-seed scores
@@ -97,7 +38,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def test_cells_best_marks_totals_and_iqm(results: Path) -> None:
-    (board,) = build_leaderboards(scan_runs(results), reps=REPS)
+    (board,) = build_leaderboards(load_runs(results), reps=REPS)
     assert board.suite == "quick" and board.setting == Setting("quick")
     assert board.tasks == ["pendulum-random", "pendulum-medium"]  # the suite's order
     assert board.labels == ["mbpo", "mopo"]
@@ -154,7 +95,7 @@ def test_clean_d4rl_shows_published_scores_and_noisy_suites_get_their_own_tables
         make_run(out, "d4rl", "halfcheetah-medium-v2", "mopo", seed, a, setting=Setting())
         make_run(out, "d4rl", "halfcheetah-medium-v2", "mobile", seed, b, setting=Setting())
         make_run(out, "d4rl-noisy", "halfcheetah-medium-v2", "mopo", seed, a - 20, setting=Setting())
-    boards = build_leaderboards(scan_runs(out), reps=REPS)
+    boards = build_leaderboards(load_runs(out), reps=REPS)
     clean, noisy = (b for b in sorted(boards, key=lambda b: b.suite))
     assert clean.suite == "d4rl" and noisy.suite == "d4rl-noisy" and noisy.noisy
     headers = [c.header for c in clean.references]
@@ -184,7 +125,7 @@ def test_settings_and_sweep_columns_never_share_a_cell(tmp_path: Path) -> None:
         setting=Setting("quick"),
         config_hash="bbbbbbbbbbbb",
     )
-    boards = {b.setting: b for b in build_leaderboards(scan_runs(out), reps=REPS)}
+    boards = {b.setting: b for b in build_leaderboards(load_runs(out), reps=REPS)}
     assert set(boards) == {Setting("quick"), Setting(None)}
     assert boards[Setting("quick")].labels == ["mopo", "mopo[penalty.coef=2.0]"]
     assert boards[Setting(None)].cells[("pendulum-random", "mopo")].mean == 90.0
@@ -241,7 +182,7 @@ def test_leaderboard_command(results: Path) -> None:
 
 
 def test_iqm_row_uses_every_task_and_seed(results: Path) -> None:
-    (board,) = build_leaderboards(scan_runs(results), reps=REPS)
+    (board,) = build_leaderboards(load_runs(results), reps=REPS)
     pooled = np.array(SCORES["pendulum-random"]["mbpo"] + SCORES["pendulum-medium"]["mbpo"])
     assert board.iqm["mbpo"].point == pytest.approx(np.sort(pooled)[1:5].mean())
     assert board.iqm["mbpo"].n_scores == 6 and board.iqm["mbpo"].n_tasks == 2

@@ -1,5 +1,6 @@
-"""The quick suite end to end (``slow`` tier): the four Pendulum datasets collected from one online SAC run,
-and MOPO and MOBILE trained offline on pendulum-medium beating uniform random actions."""
+"""The quick suite end to end (``slow`` tier): the four Pendulum datasets collected from one online SAC run
+(collection protocol 1: sampled medium/expert actions with their log-probabilities), and MOPO and ROMI
+trained offline on pendulum-medium under the quick preset beating uniform random actions."""
 
 from __future__ import annotations
 
@@ -79,33 +80,22 @@ def test_medium_is_the_one_third_checkpoint_and_replay_stops_there(quick_dataset
     assert len(replay) == 200 * episodes_before  # whole 200-step episodes
 
 
-# A small CPU budget (the test's choice; the recipes keep the papers' values): 5000 learner steps, faster
-# actor and temperature learning rates than the recipes' 1e-4 (α starts at 1 and would take longer to decay).
-BUDGET = [
-    "rollout.every=500",
-    "rollout.batch=5000",
-    "eval.every=1000",
-    "eval.episodes=10",
-    "eval.last_k=2",
-    "dynamics.max_epochs=20",
-    "log_every=500",
-    "checkpoint_every=0",
-    "learner.actor_lr=3e-4",
-    "learner.alpha_lr=3e-4",
-]
-EXTRA = {"mopo": [], "mobile": ["penalty.samples=4"]}  # MOBILE: 4 next-state samples (10 in the recipe)
-
-
-@pytest.mark.parametrize("algo", ["mopo", "mobile"])
-def test_offline_training_beats_random_actions_on_pendulum_medium(
+@pytest.mark.parametrize("algo", ["mopo", "romi"])
+def test_the_quick_preset_beats_random_actions_on_pendulum_medium(
     algo: str, quick_datasets: dict, tmp_path: Path
 ) -> None:
-    """Uniform random actions score 0 by construction (R_min is their measured mean return); one 10-episode
-    evaluation of them spreads by about ±9 points, so 20 points is clearly better."""
+    """The learning claim of the no-argument ``zoo bench`` (configs/presets/quick.toml), for a penalty recipe and a
+    rule recipe. Uniform random actions score 0 by construction (R_min is their measured mean return); one
+    10-episode evaluation of them spreads by about ±9 points and the final score averages 3 of them, so 20 points
+    is clearly better."""
+    from zoo.bench.presets import load_bench_preset
+
+    preset = load_bench_preset("quick")
     result = train_run(
-        algo, "pendulum-medium", seed=0, out=tmp_path, overrides=BUDGET + EXTRA[algo], steps=5000, progress=False
+        algo, "pendulum-medium", seed=0, out=tmp_path, preset=preset.layer(algo), suite="quick", progress=False
     )
     random_score = float(normalized_score("pendulum-medium", PENDULUM_RANDOM_RETURN))
     assert random_score == pytest.approx(0.0)
+    assert result["steps"] == preset.layer(algo)["steps"] and result["score_evals"] == 3
     assert np.isfinite(result["score"])
     assert result["score"] > random_score + 20.0, result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -241,11 +241,23 @@ def leaderboard(
     out: Annotated[Path, typer.Option(help="Results directory holding runs/.")] = Path("results"),
     dest: Annotated[Path | None, typer.Option(help="Where to write (default: OUT/leaderboard).")] = None,
     plots: Annotated[bool, typer.Option(help="Write the learning-curve plots.")] = True,
+    compare: Annotated[
+        str | None,
+        typer.Option(help="X,Y: print P(X > Y) with its 95% bootstrap interval for every table with both columns."),
+    ] = None,
     config_dir: ConfigDirOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Regenerate the leaderboards from OUT/runs (nothing is retrained; the same runs give the same files)."""
     _setup(config_dir, plugin)
+
+    def fail(message: str) -> NoReturn:
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
+        raise typer.Exit(2)
+
+    pair = [name.strip() for name in compare.split(",")] if compare is not None else []
+    if compare is not None and (len(pair) != 2 or not all(pair) or pair[0] == pair[1]):
+        fail(f"--compare takes two different column names separated by a comma (e.g. romi,rambo), not {compare!r}")
     from zoo.bench.leaderboard import (
         FORMATS,
         render_csv,
@@ -272,6 +284,21 @@ def leaderboard(
     else:
         for board in boards:
             console.print(render_rich(board))
+    if pair:
+        from zoo.bench.leaderboard import compare_columns
+
+        found = compare_columns(boards, pair[0], pair[1])
+        if not found:
+            columns = sorted({lab for board in boards for lab in board.labels})
+            fail(f"no table has both columns {pair[0]!r} and {pair[1]!r}; columns: {', '.join(columns)}")
+        for board, iv in found:
+            typer.echo(
+                f"{board.title}: P({pair[0]} > {pair[1]}) = {iv.point:.2f} [{iv.low:.2f}, {iv.high:.2f}] "
+                f"(95% CI; {iv.n_tasks} tasks; {iv.reps:,} stratified bootstrap replicates)"
+            )
+    for board in boards:
+        for text in board.unreadable:
+            err_console.print(f"[yellow]warning: {escape(text)} (not in {escape(board.title)})[/]", highlight=False)
     err_console.print(f"{len(written)} file(s) written to {dest or out / 'leaderboard'}", highlight=False)
 
 

@@ -179,11 +179,14 @@ def download_cmd(
 @data_app.command("collect")
 def collect_cmd(
     env: Annotated[str, typer.Option("--env", help="Gymnasium env id.")] = "Pendulum-v1",
-    quality: Annotated[str, typer.Option(help="Behaviour quality (random; more come with the engine).")] = "random",
+    quality: Annotated[
+        str, typer.Option(help="Behaviour quality: random, medium, medium-replay or expert.")
+    ] = "random",
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 100,
     seed: Annotated[int, typer.Option(help="Episode k is reset with seed + k; the policy is seeded too.")] = 0,
     dataset_id: Annotated[
-        str | None, typer.Option("--dataset-id", help="Minari id (default zoo/<env>/<quality>-v0).")
+        str | None,
+        typer.Option("--dataset-id", help="Minari id (default zoo/<env>/<quality>-v<collection protocol>)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing dataset.")] = False,
 ) -> None:

@@ -52,7 +52,8 @@ def bench(
     dry_run: bool = False,
 ) -> pd.DataFrame:
     """Run suites × algorithms × seeds (finished runs are skipped), write the leaderboards, and return one row
-    per run of the plan (status finished, failed or not run). ``seeds``: N for seeds 0…N−1, or a list of seeds
+    per run of the plan (the columns of :func:`zoo.results.load_runs`; status finished, failed, unreadable or
+    not run). ``seeds``: N for seeds 0…N−1, or a list of seeds
     (``seed_list="3,7"`` as on the command line); ``quiet`` silences the console; ``dry_run`` prints the plan and
     its cost and runs nothing."""
     from rich.console import Console
@@ -86,7 +87,7 @@ def bench(
         live=live,
         loggers=loggers,
     )
-    return runs_frame(Path(out).resolve(), outcome.plan.runs)
+    return plan_frame(Path(out).resolve(), outcome.plan.runs)
 
 
 def override_strings(overrides: list[str] | dict[str, Any] | None) -> list[str] | None:
@@ -116,38 +117,28 @@ def toml_literal(value: Any) -> str:
     raise TypeError(f"override value {value!r} has no TOML form; pass it as a --set string")
 
 
-# TO BE REPLACED by zoo.results.load_runs (issue 12, the results half) once it lands on main: one reader of runs/.
-def runs_frame(out: Path, specs: list[Any]) -> pd.DataFrame:
-    """One row per run of ``specs``: its identity, its status (finished, failed, not run) and its result."""
-    import json
+def plan_frame(out: Path, specs: list[Any]) -> pd.DataFrame:
+    """The :func:`zoo.results.load_runs` rows of a plan's runs, in plan order; a run without a result or an error
+    yet (a dry run, a stopped sweep) is a row with status ``not run``."""
+    from zoo.results import RUN_COLUMNS, load_runs
 
-    rows = []
-    for spec in specs:
-        run_dir = spec.run_dir(out)
-        row: dict[str, Any] = {
-            "suite": spec.suite,
-            "task": spec.task,
-            "algo": spec.label,
-            "config_hash": spec.cfg.hash(),
-            "seed": spec.seed,
-            "status": "not run",
-            "score": float("nan"),
-            "return": float("nan"),
-            "steps": 0,
-            "wall_s": float("nan"),
-            "run_dir": str(run_dir),
-        }
-        if (run_dir / "result.json").is_file():
-            result = json.loads((run_dir / "result.json").read_text())
-            row.update(
-                status="finished",
-                score=float(result["score"]),
-                steps=int(result["steps"]),
-                wall_s=float(result["wall_s"]),
-                noise=result.get("noise"),
-                **{"return": float(result["return"])},
-            )
-        elif (run_dir / "error.json").is_file():
-            row.update(status="failed", error=json.loads((run_dir / "error.json").read_text()).get("error"))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    runs = load_runs(out, suites=sorted({spec.suite for spec in specs}))
+    position = {run_dir: k for k, run_dir in enumerate(runs["run_dir"])}
+    found, missing, order = [], [], []
+    for k, spec in enumerate(specs):
+        run_dir = str(spec.run_dir(out))
+        if run_dir in position:
+            found.append(position[run_dir])
+            order.append(k)
+        else:
+            missing.append({
+                "suite": spec.suite, "task": spec.task, "algo": spec.algo, "label": spec.label,
+                "config_hash": spec.cfg.hash(), "seed": spec.seed, "status": "not run", "run_dir": run_dir,
+            })
+    frame = runs.iloc[found]
+    if missing:
+        rows = pd.DataFrame(missing).astype({key: RUN_COLUMNS[key] for key in missing[0]})
+        frame = pd.concat([frame, rows], ignore_index=True)
+        order += [k for k, spec in enumerate(specs) if str(spec.run_dir(out)) not in position]
+    frame = frame.assign(_plan=order).sort_values("_plan", kind="stable").drop(columns="_plan")
+    return frame.reset_index(drop=True)

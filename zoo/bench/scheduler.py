@@ -1,8 +1,10 @@
 """Running a plan: datasets first, then one pretraining job per distinct ensemble, then the runs that need it
 (issue 5, item 2).
 
-- The store is the source of truth: a run with ``result.json`` is skipped; one with ``error.json`` is
-  reported as failed and skipped unless ``retry_failed`` (then it starts again from scratch); any other run
+- The store is the source of truth (read through :func:`zoo.results.run_status`): a run with a readable
+  ``result.json`` is skipped; one with ``error.json``, or with a result file that cannot be read, is
+  reported as failed and skipped unless ``retry_failed`` (then it starts again from scratch, an unreadable file
+  kept beside it as ``<name>.unreadable``); any other run
   starts, or resumes from its checkpoint when an interrupted sweep left one.
 - Every distinct (task, loader, dynamics config, ``data.normalize_obs``, seed) is pretrained by exactly one
   job, before any run that needs it starts; those runs then load it from the cache (``mopo`` and ``mbpo``
@@ -62,31 +64,58 @@ class BenchReport:
 
 @dataclass
 class RunState:
-    """Classification of a plan's runs from the store."""
+    """Classification of a plan's runs from the store. A run whose result.json or error.json cannot be read is
+    never finished: it is in ``unreadable`` and counted with the failed ones (rerun by ``retry_failed``)."""
 
     done: list[RunSpec]
     failed: list[RunSpec]
     todo: list[RunSpec]
+    unreadable: dict[str, str] = field(default_factory=dict)  # run id -> "unreadable result.json (why): path"
 
 
 def classify(plan: Plan, out: Path, retry_failed: bool = False) -> RunState:
-    done, failed, todo = [], [], []
+    from zoo.results import run_status
+
+    done, failed, todo, unreadable = [], [], [], {}
     for spec in plan.runs:
-        run_dir = spec.run_dir(out)
-        if (run_dir / "result.json").is_file():
+        state = run_status(spec.run_dir(out))
+        if state.status == "unreadable":
+            unreadable[spec.id] = f"{state.detail}: {state.file}"
+        if state.status == "finished":
             done.append(spec)
-        elif (run_dir / "error.json").is_file() and not retry_failed:
+        elif state.status in ("failed", "unreadable") and not retry_failed:
             failed.append(spec)
         else:
             todo.append(spec)
-    return RunState(done, failed, todo)
+    return RunState(done, failed, todo, unreadable)
 
 
 def read_error(run_dir: Path) -> str:
+    from zoo.results import run_status
+
+    state = run_status(run_dir)
+    if state.status == "unreadable":
+        return f"{state.detail}: {state.file}"
     try:
         return str(json.loads((run_dir / "error.json").read_text()).get("error", "unknown error"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, AttributeError, json.JSONDecodeError):
         return "unknown error"
+
+
+def set_aside_unreadable(run_dir: Path) -> list[Path]:
+    """Rename a run's unreadable result.json / error.json to ``<name>.unreadable`` (kept for inspection, never
+    deleted) so that the run can start again; returns the new paths."""
+    from zoo.results import run_status
+
+    moved = []
+    for _ in range(2):  # result.json first, then error.json if it is unreadable too
+        state = run_status(run_dir)
+        if state.status != "unreadable" or state.file is None:
+            break
+        target = state.file.with_name(state.file.name + ".unreadable")
+        state.file.replace(target)
+        moved.append(target)
+    return moved
 
 
 def write_error(run_dir: Path, message: str, tb: str = "", overwrite: bool = False) -> None:
@@ -160,7 +189,12 @@ def run_plan(
     for spec in [*state.done, *state.failed]:  # e.g. a run trained by `zoo train` with the same config
         _write_bench_meta(spec, out)
 
-    restart_fresh = {spec.id for spec in state.todo if (spec.run_dir(out) / "error.json").is_file()}
+    for spec in state.todo:  # --retry-failed: a run with an unreadable result file starts again from scratch
+        if spec.id in state.unreadable:
+            set_aside_unreadable(spec.run_dir(out))
+    restart_fresh = {
+        spec.id for spec in state.todo if (spec.run_dir(out) / "error.json").is_file() or spec.id in state.unreadable
+    }
     pretrain_jobs = plan.pretrain_jobs(state.todo)
     waiting: dict[str, list[RunSpec]] = {job.key: [] for job in pretrain_jobs}
     queue: deque[Job] = deque(Job("pretrain", job.id, pretrain=job) for job in pretrain_jobs)

@@ -63,14 +63,15 @@ def choose_preset(preset: str | None, suites: list[str]) -> Preset | None:
 def _history(out: Path) -> tuple[dict[str, list[float]], list[float], dict[str, list[float]]]:
     """Seconds per learner step by algo, and pretraining seconds (all, and by dynamics config) from earlier
     runs in ``out``."""
+    import pandas as pd
+
+    from zoo.results import load_runs
+
     per_step: dict[str, list[float]] = {}
-    for path in (out / "runs").glob("*/*/*/*/seed*/result.json") if (out / "runs").is_dir() else []:
-        try:
-            r = json.loads(path.read_text())
-            if r.get("steps") and r.get("wall_s"):
-                per_step.setdefault(str(r["algo"]), []).append(float(r["wall_s"]) / float(r["steps"]))
-        except (OSError, ValueError, json.JSONDecodeError):
-            continue
+    runs = load_runs(out)
+    for r in runs[runs["status"] == "finished"].itertuples():
+        if not pd.isna(r.steps) and r.steps > 0 and r.wall_s > 0:  # NaN wall_s compares False
+            per_step.setdefault(str(r.algo), []).append(float(r.wall_s) / float(r.steps))
     pretrain_all: list[float] = []
     pretrain_by: dict[str, list[float]] = {}
     for path in (out / "cache" / "dynamics").glob("*/meta.json") if (out / "cache").is_dir() else []:
@@ -131,21 +132,27 @@ def print_plan(console: Console, plan: Plan, state: Any, estimate: dict[str, Any
     table.add_column("status")
     done = {s.id for s in state.done}
     failed = {s.id for s in state.failed}
+    unreadable = getattr(state, "unreadable", {})
     for spec in plan.runs:
         status = (
             "finished"
             if spec.id in done
+            else "unreadable result file (--retry-failed reruns it)"
+            if spec.id in failed and spec.id in unreadable
             else "failed (--retry-failed reruns it)"
             if spec.id in failed
             else ("resume" if (spec.run_dir(Path(estimate["out"])) / "checkpoints" / "last.pt").is_file() else "to run")
         )
         table.add_row(Text(spec.id), Text(spec.label), f"{spec.cfg.steps:,}", status)
     console.print(table)
+    bad = f" ({len(unreadable)} of them with an unreadable result file)" if unreadable else ""
     console.print(
-        f"{len(plan.runs)} runs: {len(state.done)} finished, {len(state.failed)} failed, {len(state.todo)} to run; "
-        f"{estimate['pretrain_jobs']} ensembles to pretrain (one per distinct task × seed × dynamics config)",
+        f"{len(plan.runs)} runs: {len(state.done)} finished, {len(state.failed)} failed{bad}, {len(state.todo)} "
+        f"to run; {estimate['pretrain_jobs']} ensembles to pretrain (one per distinct task × seed × dynamics config)",
         highlight=False,
     )
+    for text in unreadable.values():
+        console.print(Text(f"warning: {text}", style="yellow"))
     basis = (
         f"{estimate['runs_with_history']}/{estimate['runs']} runs priced from earlier runs in {estimate['out']}"
         if estimate["runs"]
@@ -217,6 +224,8 @@ def bench(
     if dry_run:
         print_plan(console, plan, state, estimate, runner)
         return outcome
+    for text in state.unreadable.values():  # never lost silently: named before the sweep starts
+        console.print(Text(f"warning: {text}", style="yellow"))
     if state.todo:
         ensure_datasets(plan.tasks, download, log=lambda msg: console.print(msg, highlight=False))
     env = WorkerEnv(
