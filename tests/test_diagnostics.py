@@ -140,7 +140,8 @@ def test_one_step_error_and_the_penalty_ranking() -> None:
     for sign in (1.0, -1.0):
         values = diag.measure(model, OraclePenalty(sign), ctx)
         assert values["model/penalty_spearman"] == pytest.approx(sign)
-        assert values["model/kstep_1"] > 0 and values["model/rows"] == len(rows)
+        assert values["model/kstep_1"] > 0 and values["model/rows"] == len(rows) and values["model/held_out"] == 1.0
+    assert ModelDiagnostics.prepare(data, seed=0, holdout_rows=None).held_out is False  # unknown: any rows
 
 
 def test_spearman_against_hand_ranks() -> None:
@@ -193,7 +194,7 @@ def test_a_run_logs_diagnostics_after_pretraining_and_each_rule_phase_and_trains
     assert [r["step"] for r in model] == [0, 6, 12]  # after pretraining, after each of the 2 rule phases
     for r in model:
         assert {f"model/kstep_{k}" for k in KS} <= set(r) and -1.0 <= r["model/penalty_spearman"] <= 1.0
-        assert r["model/windows"] > 0
+        assert r["model/windows"] > 0 and r["model/held_out"] == 1.0  # the ensemble's fit recorded its holdout
     assert model == trainer.diagnostics
     assert (tmp_path / "on" / "model_diagnostics.png").stat().st_size > 1000
     assert not (tmp_path / "off" / "model_diagnostics.png").exists()

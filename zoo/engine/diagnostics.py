@@ -8,7 +8,8 @@ observations when ``data.normalize_obs``):
   ŝ_{j+1} = ŝ_j + mean_{e ∈ elites} μ_e(ŝ_j, a_{i+j}) (the elite mean of the members' mean deltas, no sampling),
   and ``model/kstep_k`` = mean over windows and dimensions of ((ŝ_k − s_{i+k}) / σ_d)², σ_d the dataset's
   per-dimension observation std. 1 is the error of predicting the dataset mean; a perfect model scores 0.
-  Windows start at rows the model held out when it was fitted (the later rows of a window may be training rows).
+  Windows start at rows the model held out when it was fitted (the later rows of a window may be training rows);
+  ``model/held_out`` is 0 when those rows are unknown (a model cached before they were recorded): then any rows.
 - **penalty ranking**: ``model/penalty_spearman`` = Spearman's rank correlation, over held-out rows, between the
   recipe's penalty u(s, a) and the model's one-step error mean_d ((ŷ_d − y_d) / σ_d)², y = [s' − s, r] and σ the
   dataset's per-dimension std of y. Recipes without a penalty (``none``) have no such value.
@@ -131,6 +132,7 @@ class ModelDiagnostics:
     target_scale: torch.Tensor  # [d_s + 1]
     seed: int
     with_penalty: bool = True
+    held_out: bool = True  # False: the model's holdout rows are unknown (a cache entry from before they were kept)
 
     @classmethod
     def prepare(
@@ -158,12 +160,17 @@ class ModelDiagnostics:
             target_scale=targets.std(0, unbiased=False).clamp_min(1e-6),
             seed=seed,
             with_penalty=with_penalty,
+            held_out=bool(holdout_rows),
         )
 
     def measure(self, model: Any, penalty: Any, ctx: Any) -> dict[str, float]:
         device = self.data.obs.device
         devices = [device] if device.type == "cuda" else []
-        out: dict[str, float] = {"model/windows": float(len(self.starts)), "model/rows": float(len(self.rows))}
+        out: dict[str, float] = {
+            "model/windows": float(len(self.starts)),
+            "model/rows": float(len(self.rows)),
+            "model/held_out": float(self.held_out),
+        }
         with torch.random.fork_rng(devices=devices):  # never move the run's own random streams
             if len(self.starts):
                 for k, err in open_loop_error(model, self.data, self.starts, KS, self.obs_scale).items():
