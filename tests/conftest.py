@@ -23,3 +23,15 @@ def quick_env(quick_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Per-test view of the session data directory (re-applied after function-level monkeypatches)."""
     monkeypatch.setenv("ZOO_DATA", str(quick_data_dir))
     return quick_data_dir
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are skipped, with the reason, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

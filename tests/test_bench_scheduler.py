@@ -142,6 +142,17 @@ def test_failures_are_recorded_and_the_sweep_goes_on(plan: Plan, tmp_path: Path)
     assert len(report.finished) == 2 and not report.failed
 
 
+def test_a_run_locked_by_another_process_is_failed_here_but_its_directory_untouched(plan: Plan, tmp_path: Path) -> None:
+    from zoo.engine.run import RunLockedError
+
+    locked = "is being written by another process (pid 12 on host h)"
+    ex = ScriptedExecutor(tmp_path, {"train_job:mopo:seed0": [RunLockedError(f"that run {locked}")]})
+    report = run_plan(plan, tmp_path, ex, WorkerEnv(), quiet_view())
+    (spec,) = [s for s in plan.runs if s.algo == "mopo" and s.seed == 0]
+    assert locked in report.failed[spec.id] and len(report.finished) == 3
+    assert not (spec.run_dir(tmp_path) / "error.json").exists()  # its owner writes its result or error
+
+
 def test_a_failed_pretraining_fails_only_its_runs(plan: Plan, tmp_path: Path) -> None:
     ex = ScriptedExecutor(tmp_path, {"pretrain_job:mopo:seed0": [ValueError("bad ensemble config")]})
     report = run_plan(plan, tmp_path, ex, WorkerEnv(), quiet_view())

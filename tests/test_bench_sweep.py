@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zoo.bench.leaderboard import FORMATS, write_leaderboards
-from zoo.cli import app
+from zoo.cli import EXIT_RUNS_FAILED, app
 from zoo.engine.pretrain import cached_keys
 
 pytestmark = pytest.mark.slow
@@ -136,7 +136,8 @@ def test_local_sweep_interrupt_resume_share_fail_retry_and_leaderboard(quick_env
     out = tmp_path / "results"
     args = bench_args(out, recipe, "--workers", "2")
 
-    # 1. Start the sweep and press Ctrl-C once the first run has finished.
+    # 1. Start the sweep and stop it with SIGTERM (what `timeout`, `docker stop` and SLURM send; the same clean stop
+    # as Ctrl-C) once the first run has finished.
     proc = subprocess.Popen(
         zoo_command(args), env=zoo_env(plugin_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -145,16 +146,18 @@ def test_local_sweep_interrupt_resume_share_fail_retry_and_leaderboard(quick_env
     while not list((out / "runs").rglob("result.json")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[0]
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGTERM)
     first_output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, first_output
     assert "run the same command again to resume" in first_output
     finished_first = _snapshot(out)
     assert 1 <= len(finished_first) < 6, first_output
 
-    # 2. The same command resumes: finished runs are skipped (their files untouched), the rest complete.
+    # 2. The same command resumes: finished runs are skipped (their files untouched), the rest complete. One run
+    # fails on purpose, so the sweep exits with EXIT_RUNS_FAILED.
     resumed = run_zoo(args, plugin_dir)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.returncode == EXIT_RUNS_FAILED, resumed.stdout + resumed.stderr
+    assert "1 run(s) failed" in resumed.stderr
     trained, skipped, failed = _counts(resumed.stdout)
     assert skipped == len(finished_first) and trained + skipped == 5 and failed == 1, resumed.stdout
     after = _snapshot(out)
@@ -194,7 +197,7 @@ def test_local_sweep_interrupt_resume_share_fail_retry_and_leaderboard(quick_env
     error_file = out / "runs" / failed_id / "error.json"
     error_mtime = error_file.stat().st_mtime_ns
     retried = run_zoo([*args, "--retry-failed"], plugin_dir)
-    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert retried.returncode == EXIT_RUNS_FAILED, retried.stdout + retried.stderr
     assert _counts(retried.stdout) == (0, 5, 1)
     assert error_file.stat().st_mtime_ns > error_mtime
     assert _snapshot(out) == before_retry

@@ -40,6 +40,21 @@ def test_download_success_with_md5(tmp_path: Path) -> None:
     assert _leftovers(dest.parent) == ["data.bin"]  # no temporary file left
 
 
+def test_downloaded_file_gets_the_umask_mode(tmp_path: Path) -> None:
+    """A shared dataset cache: the file is readable as the umask allows, not mkstemp's private 0600."""
+    import os
+    import stat
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(PAYLOAD)
+    old = os.umask(0o022)
+    try:
+        download_file(src.as_uri(), tmp_path / "out" / "copy.bin")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out" / "copy.bin").stat().st_mode) == 0o644
+
+
 def test_download_file_url(tmp_path: Path) -> None:
     src = tmp_path / "src.bin"
     src.write_bytes(PAYLOAD)

@@ -6,7 +6,8 @@ makes each of them raise while the trainer draws a batch, lets the rule see it, 
 update; it checks every recipe whose step does something of its own (a rollout-stage penalty, a target-stage
 penalty, ROMBRL's re-simulated model rows). Rollouts, rule phases, metrics and evaluations run between
 steps, every N steps, and may sync. Syncs inside a single C++ op (boolean-mask indexing, ``nonzero``) are
-not visible to this trap; the step code avoids them by construction (``torch.where`` over masks).
+not visible to this trap; the step code avoids them by construction (``torch.where`` over masks). On a GPU
+(marker ``gpu``) the step also runs under ``torch.cuda.set_sync_debug_mode("error")``, which sees those too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ from zoo.config import resolve
 from zoo.engine.trainer import Trainer
 
 SYNCING = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")
+
+
+@contextmanager
+def cuda_syncs_raise(device: torch.device) -> Iterator[None]:
+    """On a CUDA device: every synchronising CUDA call inside the block raises (C++ ops included)."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
 
 
 @contextmanager
@@ -67,7 +82,6 @@ SMALL = [
     "log_every=6",
     "checkpoint_every=0",
     "eval.episodes=0",
-    'device="cpu"',
     "dynamics.hidden=[32, 32]",
     "dynamics.weight_decay=[2.5e-5, 5e-5, 1e-4]",
     "dynamics.max_epochs=1",
@@ -92,10 +106,11 @@ EXTRA = {
 }
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("algo", sorted(EXTRA))
-def test_training_steps_make_no_host_sync(algo: str, tmp_path: Path) -> None:
+def test_training_steps_make_no_host_sync(algo: str, device: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    cfg = resolve(algo, overrides=SMALL + EXTRA[algo])
+    cfg = resolve(algo, overrides=[*SMALL, f'device="{device}"', *EXTRA[algo]])
     trainer = Trainer(
         cfg, HopperShapedTask(), tmp_path / "run", tmp_path / "cache", progress=False, data=hopper_shaped_rows(2000)
     )
@@ -106,7 +121,7 @@ def test_training_steps_make_no_host_sync(algo: str, tmp_path: Path) -> None:
         def call(*args: Any, **kwargs: Any) -> Any:
             if key:
                 steps[key] += 1
-            with host_syncs_raise():
+            with host_syncs_raise(), cuda_syncs_raise(trainer.device):
                 return fn(*args, **kwargs)
 
         return call

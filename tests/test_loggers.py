@@ -219,5 +219,6 @@ def test_bad_loggers_are_one_line_cli_errors(
     with pytest.raises(SystemExit) as stop:
         zoo.cli.main()
     assert stop.value.code == 2
-    assert re.fullmatch(message, capsys.readouterr().err.strip())
+    # (zoo.cli.main may add how to see the traceback)
+    assert re.fullmatch(message + r"( \(traceback: --debug or ZOO_DEBUG=1\))?", capsys.readouterr().err.strip())
     assert not (tmp_path / "out").exists()

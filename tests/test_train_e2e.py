@@ -123,15 +123,17 @@ def test_unknown_component_and_missing_dataset_errors(quick_env: Path, tmp_path:
         train_run("mopo", "hopper-medium-v2", out=tmp_path, steps=10, progress=False)
 
 
-def test_cli_ctrl_c_then_resume(quick_env: Path, tmp_path: Path) -> None:
-    """SIGINT finishes the current step, writes a checkpoint and exits 130; --resume completes the run."""
+def test_cli_sigterm_then_resume(quick_env: Path, tmp_path: Path) -> None:
+    """SIGTERM (what `timeout`, `docker stop` and SLURM send) is Ctrl-C's clean stop: it finishes the current step,
+    writes a checkpoint although periodic checkpoints are off, and exits 130; --resume completes the run, and its
+    wall_s counts both segments. (Both signals share one handler, zoo.engine.trainer.STOP_SIGNALS.)"""
     # Collect the dataset in this process first, so the subprocess starts training at once.
     from zoo.tasks.task import get_task
 
     get_task("pendulum-random").load()
     args = [sys.executable, "-m", "zoo.cli", "train", "--algo", "mbpo", "--task", "pendulum-random", "--steps",
             "3000", "--out", str(tmp_path), "--no-progress"]
-    for o in [*TINY, "log_every=50", "checkpoint_every=100000"]:
+    for o in [*TINY, "log_every=50", "checkpoint_every=0"]:
         args += ["--set", o]
     env = {**os.environ, "ZOO_DATA": str(quick_env)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -144,19 +146,49 @@ def test_cli_ctrl_c_then_resume(quick_env: Path, tmp_path: Path) -> None:
             break
         time.sleep(0.5)
     assert metrics is not None, "training did not start"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
-    assert "--resume" in output
+    assert "SIGTERM" in output and "--resume" in output
     run_dir = metrics.parent
     import torch
 
-    stopped_at = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    stopped_at = checkpoint["step"]
     assert 0 < stopped_at < 3000 and not (run_dir / "result.json").exists()
     done = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resuming at step {stopped_at}" in done.stdout
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["steps"] == 3000
+    assert result["steps"] == 3000 and result["wall_s"] > checkpoint["wall_s"] > 0
     steps = [json.loads(ln)["step"] for ln in metrics.read_text().splitlines() if '"kind": "train"' in ln]
     assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[-1] == 3000
+
+
+def test_divergence_after_evaluations_is_recorded_with_its_score_and_marked(
+    quick_env: Path, tmp_path: Path, exploding_penalty: str
+) -> None:
+    """A run the guard stops after it has been evaluated is finished-with-divergence: result.json holds the score
+    of its last evaluations and ``diverged``; the leaderboard keeps the seed in the cell and marks it."""
+    from zoo.bench.leaderboard import build_leaderboards, render_markdown, render_tex
+    from zoo.bench.leaderboard.text import DIVERGED_MARK
+    from zoo.results import load_runs
+
+    overrides = [*TINY, f"penalty.name={exploding_penalty}", "log_every=50", "eval.every=50", "eval.last_k=2"]
+    result = train_run("mbpo", "pendulum-random", seed=0, out=tmp_path, overrides=overrides, steps=1000,
+                       progress=False)
+    (path,) = list((tmp_path / "runs").rglob("result.json"))
+    on_disk = json.loads(path.read_text())
+    assert on_disk == json.loads(json.dumps(result, default=str))
+    assert result["diverged"] is True and result["status"] == "diverged"
+    assert "diverged by step 200" in result["divergence"]
+    assert not (path.parent / "error.json").exists()
+    evals = [json.loads(ln) for ln in (path.parent / "metrics.jsonl").read_text().splitlines() if '"eval"' in ln]
+    assert [e["step"] for e in evals] == [50, 100, 150]  # the guard stops at the train line of step 200
+    assert result["score"] == pytest.approx((evals[1]["score"] + evals[2]["score"]) / 2) and result["score_evals"] == 2
+    (board,) = build_leaderboards(load_runs(tmp_path), reps=100, with_curves=False)
+    cell = board.cells[("pendulum-random", "mbpo")]
+    assert cell.n == 1 and cell.diverged == (0,) and cell.mean == pytest.approx(result["score"])
+    md = render_markdown([board])
+    assert f"(1){DIVERGED_MARK}" in md and "stopped by the divergence guard" in md
+    assert "(1)\\dag{}" in render_tex([board])

@@ -7,7 +7,10 @@ argparse pitfalls, sac.md §6 #1), help pages come for free, and rich renders ta
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -20,6 +23,21 @@ from zoo.registry import KINDS, REGISTRY
 
 console = Console()
 err_console = Console(stderr=True)
+
+# Exit codes of every command (README, "Exit codes").
+EXIT_USER_ERROR = 2  # bad input: the one-line message says what is wrong and what to do
+EXIT_RUNS_FAILED = 3  # zoo bench: the sweep ran, but at least one of its runs failed (now or before)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: stopped cleanly, resumable
+DEBUG_ENV = "ZOO_DEBUG"  # ZOO_DEBUG=1 (or --debug anywhere on the command line): tracebacks instead of one line
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (what `timeout`, `docker stop` and SLURM send) both raise KeyboardInterrupt, so both get
+    the clean stop (checkpoint, resumable). SIGINT is reset even when the shell started us with it ignored (a
+    background job of a non-interactive shell, as some CI runners do): Python keeps an inherited SIG_IGN."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
 
 app = typer.Typer(
     name="zoo",
@@ -104,8 +122,11 @@ def train(
     _setup(config_dir, plugin)
     from zoo.api import train as api_train
     from zoo.engine.run import resolve_run
+    from zoo.tasks.task import get_task
 
+    _stop_on_signals()
     if print_config:
+        get_task(task)  # an unknown task is an error here too, not a config printed for nothing
         cfg = resolve_run(algo, task, seed, set_, steps, device)
         console.print(cfg.to_toml(), markup=False, highlight=False)
         raise typer.Exit(0)
@@ -129,11 +150,16 @@ def train(
         )
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{escape(str(stop))}[/]")
-        raise typer.Exit(130) from None
-    console.print(
-        f"[bold green]done[/] {result['algo']} on {result['task']} seed {result['seed']}: "
-        f"score {result['score']:.1f} (return {result['return']:.1f}, last {result['score_evals']} evals)"
-    )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:  # before the loop (loading the data, pretraining): nothing to checkpoint yet
+        err_console.print("[yellow]interrupted before training started; run the same command again[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if result["score"] is None:
+        score = "no score (eval.episodes = 0: nothing was evaluated)"
+    else:
+        score = f"score {result['score']:.1f} (return {result['return']:.1f}, last {result['score_evals']} evals)"
+    status = "[bold yellow]diverged[/]" if result.get("diverged") else "[bold green]done[/]"
+    console.print(f"{status} {result['algo']} on {result['task']} seed {result['seed']}: {score}")
     console.print(json.dumps({k: result[k] for k in ("score", "return", "steps", "wall_s")}))
 
 
@@ -185,12 +211,14 @@ def bench(
 
     With no arguments: the quick suite, every recipe, the quick budget preset, 2 seeds."""
     _setup(config_dir, plugin)
-    from zoo.api import bench as api_bench
+    from zoo.bench.api import run_sweep
     from zoo.bench.scheduler import SweepInterrupted
 
-    # Ctrl-C must stop the sweep cleanly even when the shell started us with SIGINT ignored (a background job of a
-    # non-interactive shell, as some CI runners do): Python keeps an inherited SIG_IGN, so restore the default.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _stop_on_signals()
+    if device is not None:  # no CUDA here: one error now, not a failed run per job
+        from zoo.engine.trainer import resolve_device
+
+        resolve_device(device)
     from zoo.config import parse_override
 
     executor_cfg: dict[str, object] = {}
@@ -201,7 +229,7 @@ def bench(
         if value is not None:
             executor_cfg[key] = value
     try:
-        api_bench(
+        outcome = run_sweep(
             suites=suite,
             algos=[algos] if algos else None,
             seeds=seeds,
@@ -225,10 +253,17 @@ def bench(
         )
     except SweepInterrupted as stop:
         err_console.print(f"[yellow]{escape(str(stop))}[/]")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except KeyboardInterrupt:  # before any job started (e.g. while collecting a dataset)
         err_console.print("[yellow]interrupted; run the same command again to resume[/]")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    report = outcome.report
+    if report is not None and report.failed:
+        err_console.print(
+            f"[bold red]{len(report.failed)} run(s) failed[/] (their error.json says why; --retry-failed reruns them)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_RUNS_FAILED)
 
 
 @app.command()
@@ -338,27 +373,50 @@ def _mount_data_commands() -> None:
 _mount_data_commands()
 
 
+def _one_line(err: BaseException) -> str:
+    """The message of an error on one line (KeyError quotes its argument; messages may span lines)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(text.split())
+    return text or type(err).__name__
+
+
 def main() -> None:
-    """Console entry point: clear one-line errors for the user's mistakes, tracebacks for ours."""
+    """Console entry point: every error is one line (its traceback with --debug or ZOO_DEBUG=1); the codes are
+    EXIT_USER_ERROR for the user's mistakes and 1 for anything else, so scripts can tell them apart."""
     from zoo.bench.executors import MissingExtraError
     from zoo.data.errors import DatasetError, DatasetUnavailableError
     from zoo.registry import ConfigKeyError, UnknownComponentError
 
-    try:
-        app()
-    except (
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if "--debug" in sys.argv[1:]:
+        debug = True
+        sys.argv = [a for a in sys.argv if a != "--debug"]
+    user_errors = (
         UnknownComponentError,
         ConfigKeyError,
         DatasetError,
         DatasetUnavailableError,
-        FileNotFoundError,
         MissingExtraError,
-    ) as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
-        raise SystemExit(2) from None
-    except ValueError as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
-        raise SystemExit(2) from None
+        ValueError,
+        KeyError,  # UnknownTaskError and friends
+        OSError,  # a file where a directory should be, permissions, a full disk
+        ModuleNotFoundError,  # --plugin missing_module
+        RuntimeError,  # e.g. --device cuda without CUDA, a checkpoint of another configuration
+    )
+    _stop_on_signals()  # every command: SIGTERM unwinds like Ctrl-C (temporary files removed, checkpoints written)
+    try:
+        app()
+    except KeyboardInterrupt:  # outside the commands' own clean stops (e.g. collecting a dataset)
+        err_console.print("[yellow]interrupted[/]")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        user = isinstance(err, user_errors) or type(err).__module__.startswith("gymnasium")  # NameNotFound, ...
+        kind = "" if user else f"{type(err).__name__}: "
+        hint = "" if debug else f" (traceback: --debug or {DEBUG_ENV}=1)"
+        err_console.print(f"[bold red]error:[/] {escape(kind + _one_line(err))}{hint}", highlight=False, soft_wrap=True)
+        raise SystemExit(EXIT_USER_ERROR if user else 1) from None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zoo.paths import data_dir
@@ -28,7 +29,7 @@ _err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[red]error:[/] {message}", markup=True, highlight=False)
+    _err.print(f"[red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -65,13 +66,17 @@ def cached_datasets() -> list[dict[str, Any]]:
         seen.add(real)
         rows.append({"kind": kind, "name": name, "size": _tree_size(path), "path": str(path)})
 
+    def dataset_files(folder: Path, pattern: str) -> list[Path]:
+        # A directory or an empty file with a dataset's name is not a dataset (an aborted copy, a mistake).
+        if not folder.is_dir():
+            return []
+        return [f for f in sorted(folder.glob(pattern)) if f.is_file() and f.stat().st_size > 0]
+
     for label, folder in (("d4rl", zoo_d4rl_dir()), ("d4rl", d4rl_dataset_dir())):
-        if folder.is_dir():
-            for f in sorted(folder.glob("*.hdf5")):
-                add(label, f.stem.replace("_", "-"), f)
-    if neorl_dir().is_dir():
-        for f in sorted(neorl_dir().glob("*.npz")):
-            add("neorl", f.stem, f)
+        for f in dataset_files(folder, "*.hdf5"):
+            add(label, f.stem.replace("_", "-"), f)
+    for f in dataset_files(neorl_dir(), "*.npz"):
+        add("neorl", f.stem, f)
     for label, root in (("local", local_root()), ("minari", minari_datasets_dir())):
         if root.is_dir():
             for meta in sorted(root.rglob("data/metadata.json")):
@@ -129,7 +134,10 @@ def info_cmd(
         t = get_task(task)
     except KeyError as err:
         raise _fail(str(err)) from None
-    path = t.dataset_path()
+    try:
+        path = t.dataset_path()
+    except DatasetError as err:  # e.g. a directory where the file should be
+        raise _fail(str(err)) from None
     if path is None:
         raise _fail(f"task {t.name}: dataset {t.dataset_id} is not in the cache; {t.how_to_get()}")
     try:

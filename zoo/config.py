@@ -14,7 +14,8 @@ the recipe, every ``[tasks.PATTERN]`` table of the recipe whose pattern matches 
 in file order), a preset, then ``--set key=value`` overrides. A layer that sets a component's
 ``name`` to another component drops the keys of the old one: the new component starts from its own
 defaults plus what that layer (and later ones) set. Every key is checked: an unknown key is an error
-that names it and lists the valid keys; values are checked against the dataclass field types. The
+that names it and lists the valid keys; values are checked against the dataclass field types and numeric
+values against the range their field declares (:func:`bounded`: metadata keys ``ge``, ``gt``, ``le``, ``lt``). The
 result is a :class:`RunConfig` whose ``tree()`` is the full resolved configuration, defaults
 included, and whose ``hash()`` identifies a run (the seed excluded).
 
@@ -52,6 +53,67 @@ DEFAULT_COMPONENTS = {"dynamics": "gaussian_ensemble", "penalty": "none", "rule"
 RECIPE_META_KEYS = {"description", "base", "tasks"}
 
 
+# ----------------------------------------------------------------------------------------------
+# Numeric ranges
+
+BOUND_KEYS: tuple[str, ...] = ("ge", "gt", "le", "lt")
+_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field whose numeric value (or every number of a list value) must lie in a range.
+
+    ``coef: float = bounded(1.0, ge=0.0)`` is ``field(default=1.0, metadata={"ge": 0.0})``; components may
+    also write the metadata themselves. The range is checked when a config is resolved (:func:`check_ranges`).
+    """
+    metadata = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def range_text(bounds: dict[str, float]) -> str:
+    """``{"ge": 0, "lt": 1}`` -> ``">= 0 and < 1"``."""
+    return " and ".join(f"{_BOUND_TEXT[k]} {bounds[k]:g}" for k in BOUND_KEYS if k in bounds)
+
+
+def _in_range(value: float, bounds: dict[str, float]) -> bool:
+    # Written so that NaN is never in range.
+    checks = {
+        "ge": lambda b: value >= b,
+        "gt": lambda b: value > b,
+        "le": lambda b: value <= b,
+        "lt": lambda b: value < b,
+    }
+    return all(checks[k](bounds[k]) for k in BOUND_KEYS if k in bounds)
+
+
+def check_ranges(obj: Any, where: str = "") -> None:
+    """Every field of the dataclass ``obj`` that declares a range holds a value inside it; otherwise a
+    :class:`ConfigKeyError` naming the key, the value and the range."""
+    for f in dataclasses.fields(obj):
+        bounds = {k: f.metadata[k] for k in BOUND_KEYS if k in f.metadata}
+        if not bounds:
+            continue
+        value = getattr(obj, f.name)
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        for number in numbers:
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            if not _in_range(number, bounds):
+                key = f"{where}.{f.name}" if where else f.name
+                shown = value if number is value else f"{value} (entry {number})"
+                raise ConfigKeyError(f"{key} = {shown} is out of range: it must be {range_text(bounds)}")
+
+
 @dataclass
 class DataConfig:
     """``data``: which loader mode (evaluation.md §2) and whether observations are normalized."""
@@ -64,27 +126,27 @@ class DataConfig:
 class RolloutConfig:
     """``rollout``: branched model rollouts (dynamics.md §12)."""
 
-    every: int = 1000  # policy steps between rollouts
-    batch: int = 50_000  # start states per rollout
-    horizon: int = 5
-    retain: int = 5  # rollout rounds the model buffer holds (its capacity, in rounds of batch × horizon)
+    every: int = bounded(1000, ge=1)  # policy steps between rollouts
+    batch: int = bounded(50_000, ge=1)  # start states per rollout
+    horizon: int = bounded(5, ge=1)  # 0 would silently drop the model: a model-based recipe needs >= 1
+    retain: int = bounded(5, ge=1)  # rollout rounds the model buffer holds (its capacity, in rounds of batch × horizon)
 
 
 @dataclass
 class BatchConfig:
     """``batch``: the mixed real/model policy batch (sac.md §3)."""
 
-    size: int = 256
-    real_ratio: float = 0.05
+    size: int = bounded(256, ge=2)  # at least one real and one model row
+    real_ratio: float = bounded(0.05, ge=0.0, lt=1.0)  # 1.0 would leave no model rows
 
 
 @dataclass
 class EvalConfig:
     """``eval``: evaluation schedule (evaluation.md §3, §5)."""
 
-    every: int = 1000
-    episodes: int = 10  # 0: no evaluation (benchmarks, sweeps that only want the model)
-    last_k: int = 10  # final score = mean of the last K evaluations
+    every: int = bounded(1000, ge=1)
+    episodes: int = bounded(10, ge=0)  # 0: no evaluation (benchmarks, sweeps that only want the model); no score
+    last_k: int = bounded(10, ge=1)  # final score = mean of the last K evaluations
 
 
 ENGINE_SECTIONS: dict[str, type] = {
@@ -97,11 +159,11 @@ ENGINE_SECTIONS: dict[str, type] = {
 
 @dataclass
 class TopLevel:
-    seed: int = 0
-    steps: int = 1_000_000  # total learner (gradient) steps
+    seed: int = bounded(0, ge=0)
+    steps: int = bounded(1_000_000, ge=1)  # total learner (gradient) steps
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = 1000  # steps between metric reads (the only host syncs of the loop)
-    checkpoint_every: int = 10_000  # steps between checkpoints (0: only at the end)
+    log_every: int = bounded(1000, ge=1)  # steps between metric reads (the only host syncs of the loop)
+    checkpoint_every: int = bounded(10_000, ge=0)  # steps between checkpoints (0: only at the end)
     loggers: list[str] = field(default_factory=list)  # extra loggers (kind "logger"); jsonl is always on
     diagnostics: bool = True  # model diagnostics after pretraining and each rule phase (zoo.engine.diagnostics)
 
@@ -164,11 +226,16 @@ class RunConfig:
         return out
 
     def hash(self) -> str:
-        """Identity of the configuration across seeds: sha256 of the tree without the seed and the loggers
-        (12 hex)."""
+        """Identity of the configuration across seeds: sha256 of the tree without the seed, the loggers and the
+        diagnostics switch (12 hex), with the device as its kind (``cpu`` or ``cuda``; ``auto`` as it resolves
+        here), so CPU and GPU runs never share a run directory or a leaderboard cell while ``cuda:0`` and
+        ``cuda:1`` do (issue 13)."""
+        from zoo.device import device_kind
+
         tree = self.tree()
         for key in UNHASHED_KEYS:
             tree.pop(key)
+        tree["device"] = device_kind(self.device)
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -301,10 +368,13 @@ def _build(tree: dict[str, Any], algo: str, task: str | None) -> RunConfig:
         )
     top_values = {k: tree[k] for k in (f.name for f in dataclasses.fields(TopLevel)) if k in tree}
     top = _make_dataclass(TopLevel, top_values, where="")
+    check_ranges(top)
     sections = {
         name: _make_dataclass(cls, _as_table(tree.get(name, {}), name), where=name)
         for name, cls in ENGINE_SECTIONS.items()
     }
+    for name, section in sections.items():
+        check_ranges(section, name)
     components = {}
     for section, kind in COMPONENT_SECTIONS.items():
         table = dict(_as_table(tree.get(section, {}), section))
@@ -322,6 +392,8 @@ def _build(tree: dict[str, Any], algo: str, task: str | None) -> RunConfig:
             cfg = None
         else:
             cfg = _make_dataclass(cfg_cls, table, where=section, extra_valid=("name",))
+            if dataclasses.is_dataclass(cfg):
+                check_ranges(cfg, section)
         components[section] = Component(kind, name, cfg)
     return RunConfig(**dataclasses.asdict(top), **sections, **components, algo=algo, task=task)
 

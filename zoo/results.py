@@ -152,17 +152,29 @@ def run_status(run_dir: Path) -> RunStatus:
     return RunStatus(None)
 
 
-def setting_key(preset: str | None, overrides: list[str] | tuple[str, ...] = ()) -> str:
-    """The canonical text of a sweep setting (equal to :meth:`zoo.bench.grid.Setting.key`)."""
-    return json.dumps({"preset": preset, "set": list(overrides)}, sort_keys=True)
+def setting_key(preset: str | None, overrides: list[str] | tuple[str, ...] = (), device: str = "cpu") -> str:
+    """The canonical text of a sweep setting (equal to :meth:`zoo.bench.grid.Setting.key`); GPU runs (``device``
+    kind ``cuda``) have settings of their own, CPU keys are as they were."""
+    d: dict[str, Any] = {"preset": preset, "set": list(overrides)}
+    if device != "cpu":
+        d["device"] = device
+    return json.dumps(d, sort_keys=True)
 
 
-def describe_setting(preset: str | None, overrides: list[str] | tuple[str, ...] = ()) -> str:
+def describe_setting(preset: str | None, overrides: list[str] | tuple[str, ...] = (), device: str = "cpu") -> str:
     """Human text of a setting (equal to :meth:`zoo.bench.grid.Setting.describe`)."""
     text = f"preset {preset}" if preset else "recipe budgets"
     if overrides:
         text += " · --set " + " ".join(overrides)
+    if device != "cpu":
+        text += f" · on {device}"
     return text
+
+
+def _device_kind(device: Any) -> str:
+    """``cuda:1`` -> ``cuda``; missing or ``auto`` (a run older than the device records) counts as ``cpu``."""
+    text = str(device or "cpu").split(":")[0]
+    return "cpu" if text in ("", "auto") else text
 
 
 def flatten_config(tree: dict[str, Any], prefix: str = "cfg.") -> dict[str, Any]:
@@ -223,13 +235,14 @@ def read_run(run_dir: Path) -> dict[str, Any] | None:
         preset, overrides = TRAIN_PRESET, []
     config = _read_config(run_dir)
     device = result.get("device") or _lenient(run_dir / "environment.json").get("device") or config.get("device")
+    kind = _device_kind(device)  # CPU and GPU scores never share a table (issue 13)
     row: dict[str, Any] = {
         "suite": str(src.get("suite") or bench.get("suite") or suite_dir.name),
         "task": str(src.get("task") or bench.get("task") or task_dir.name),
         "algo": algo,
         "label": str(bench.get("label") or algo),
-        "setting": describe_setting(preset, overrides),
-        "setting_key": setting_key(preset, overrides),
+        "setting": describe_setting(preset, overrides, kind),
+        "setting_key": setting_key(preset, overrides, kind),
         "config_hash": run_dir.parent.name,
         "seed": seed,
         "status": state.status,

@@ -56,6 +56,35 @@ def bench(
     not run). ``seeds``: N for seeds 0…N−1, or a list of seeds
     (``seed_list="3,7"`` as on the command line); ``quiet`` silences the console; ``dry_run`` prints the plan and
     its cost and runs nothing."""
+    outcome = run_sweep(**locals())
+    return plan_frame(Path(out).resolve(), outcome.plan.runs)
+
+
+def run_sweep(
+    suites: list[str] | str | None = None,
+    algos: list[str] | str | None = None,
+    seeds: int | list[int] | None = None,
+    seed_list: str | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    sweep: list[str] | None = None,
+    preset: str | None = "auto",
+    tasks: list[str] | str | None = None,
+    out: str | Path = "results",
+    executor: str = "local",
+    executor_cfg: dict[str, Any] | None = None,
+    device: str | None = None,
+    retry_failed: bool = False,
+    download: bool = False,
+    loggers: list[str] | str | None = None,
+    plugins: list[str] | None = None,
+    config_dirs: list[str | Path] | None = None,
+    console: Any = None,
+    live: bool | None = None,
+    quiet: bool = False,
+    dry_run: bool = False,
+) -> Any:
+    """:func:`bench` without the frame: the sweep's ``BenchOutcome`` (plan, report, leaderboards), what
+    ``zoo bench`` needs for its exit status."""
     from rich.console import Console
 
     from zoo.bench.sweep import bench as run_bench
@@ -65,7 +94,7 @@ def bench(
         console = Console(quiet=True)
     if isinstance(seeds, list | tuple):
         seeds, seed_list = None, ",".join(str(s) for s in seeds)
-    outcome = run_bench(
+    return run_bench(
         suites=[suites] if isinstance(suites, str) else suites,
         algos=[algos] if isinstance(algos, str) else algos,
         seeds=seeds,
@@ -87,7 +116,6 @@ def bench(
         live=live,
         loggers=loggers,
     )
-    return plan_frame(Path(out).resolve(), outcome.plan.runs)
 
 
 def override_strings(overrides: list[str] | dict[str, Any] | None) -> list[str] | None:

@@ -9,8 +9,10 @@ shuts down.
 - ``local`` (the default): a pool of ``workers`` processes on this machine (started with ``spawn``, each in
   its own process group so that the driver decides what a Ctrl-C does). Each worker runs torch with
   ``threads`` intra-op threads (default: cores // workers, at least 1): several torch processes each using
-  every core slow one another down many times over. With GPUs, the workers share them (worker i uses GPU
-  i mod the GPU count).
+  every core slow one another down many times over. With GPUs, the workers share them: worker i sees only
+  the i mod n-th of the n GPUs this process sees (its ``CUDA_VISIBLE_DEVICES`` entry, so SLURM's and
+  Kubernetes' lists are honoured), unless the sweep names one (``--device cuda:N``: every worker on GPU N).
+  Without ``--workers``, as many runs share a GPU as its free memory holds for the sweep's recipes (at most 4).
 - ``ray``: every job is a Ray task with its own CPU/GPU request (``cpus_per_run``, ``gpus_per_run``), on
   a local ``ray.init()`` or an existing cluster (``address``). Ray is the optional extra ``mbrl-zoo[ray]``.
 """
@@ -18,9 +20,13 @@ shuts down.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -72,6 +78,74 @@ def cuda_device_count() -> int:
 
 
 WORKER_MEMORY_GB = 1.5  # a D4RL run: its dataset, a 1.25M-row model buffer, torch itself
+RUNS_PER_GPU = 4  # at most; small networks leave a GPU idle between kernels, a few runs fill it
+CUDA_CONTEXT_GB = 0.6  # a process's CUDA context and torch's kernels, before any tensor
+DATASET_ROWS_BOUND = 2_000_000  # the largest D4RL datasets
+GPU_MEMORY_HEADROOM = 0.9  # the share of a GPU's free memory the runs may plan on
+
+
+def run_gpu_memory_gb(cfg: Any, obs_dim: int, act_dim: int) -> float:
+    """A bound on one run's GPU memory: CUDA context, dataset, model buffer (the trainer's capacity rule) and the
+    chunked rollout's activations. RAMBO and ROMI keep a 5M-row buffer, about 4x MOPO's."""
+    import math
+
+    from zoo.dynamics.ensemble import CUDA_INFERENCE_CHUNK
+    from zoo.engine.trainer import STEPS_PER_EPOCH
+
+    row_bytes = (2 * obs_dim + act_dim + 3) * 4  # obs, act, reward, next_obs, terminal (+ timeout in the data)
+    rollout = cfg.rollout
+    uses_model = rollout.horizon > 0 and cfg.batch.real_ratio < 1.0
+    rounds = max(1, math.ceil(STEPS_PER_EPOCH / max(1, rollout.every)))
+    buffer_rows = rollout.retain * rounds * rollout.batch * rollout.horizon if uses_model else 0
+    dyn = cfg.dynamics.cfg
+    members = int(getattr(dyn, "ensemble", 7) or 7)
+    width = max([int(h) for h in getattr(dyn, "hidden", [200])] or [200])
+    activations = 2 * members * min(rollout.batch, CUDA_INFERENCE_CHUNK) * width * 4 if uses_model else 0
+    rollout_rows = rollout.batch * row_bytes * 4 if uses_model else 0  # a round's rows before they are stored
+    total = DATASET_ROWS_BOUND * row_bytes + buffer_rows * row_bytes + activations + rollout_rows
+    return CUDA_CONTEXT_GB + total / 2**30
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (indices or UUIDs)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    return [str(i) for i in range(cuda_device_count())]
+
+
+def gpu_free_memory_gb(gpus: list[str]) -> list[float]:
+    """Free memory of each visible GPU from ``nvidia-smi`` (no CUDA context in the driver); total memory from
+    torch when nvidia-smi is missing."""
+    import subprocess
+
+    if not gpus:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--id={','.join(gpus)}", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        free = [float(line) / 1024 for line in out.split() if line.strip()]
+        if len(free) == len(gpus):
+            return free
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    import torch
+
+    return [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(len(gpus))]
+
+
+def worker_gpu(index: int, gpus: list[str], device: str | None) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` of local worker ``index``: one GPU of ``gpus`` (round robin), or None (leave it
+    as inherited) when there is no GPU, the runs are on the CPU, or the sweep pins one GPU (``cuda:N``, which
+    every worker must see under its own index)."""
+    if not gpus or (device is not None and device.startswith("cuda:")) or device == "cpu":
+        return None
+    return gpus[index % len(gpus)]
 
 
 def total_memory_gb() -> float:
@@ -81,30 +155,78 @@ def total_memory_gb() -> float:
         return float("inf")
 
 
-def default_workers(cores: int | None = None, gpus: int | None = None, memory_gb: float | None = None) -> int:
+def default_workers(
+    cores: int | None = None,
+    gpus: int | None = None,
+    memory_gb: float | None = None,
+    gpu_free_gb: list[float] | None = None,
+    gpu_gb_per_run: float = 0.0,
+) -> int:
     """Sensible parallelism: one single-threaded run per core on a CPU machine (small networks do not
-    speed up with more threads, parallel runs do); with GPUs, up to 4 runs per GPU, at most one per core;
-    never more workers than the memory holds at about 1.5 GiB each."""
+    speed up with more threads, parallel runs do); with GPUs, up to 4 runs per GPU, fewer when a GPU's free
+    memory (``gpu_free_gb``) does not hold that many runs of ``gpu_gb_per_run`` (at least one each), at most
+    one per core; never more workers than the memory holds at about 1.5 GiB each."""
     cores = available_cores() if cores is None else cores
     gpus = cuda_device_count() if gpus is None else gpus
     memory_gb = total_memory_gb() if memory_gb is None else memory_gb
-    wanted = min(cores, 4 * gpus) if gpus > 0 else cores
+    per_gpu = [RUNS_PER_GPU] * gpus
+    if gpu_free_gb is not None and gpu_gb_per_run > 0:
+        per_gpu = [max(1, min(RUNS_PER_GPU, int(GPU_MEMORY_HEADROOM * free // gpu_gb_per_run))) for free in gpu_free_gb]
+    wanted = min(cores, sum(per_gpu)) if gpus > 0 else cores
     by_memory = int(memory_gb // WORKER_MEMORY_GB) if memory_gb != float("inf") else wanted
     return max(1, min(wanted, by_memory))
 
 
-def _init_local_worker(env: WorkerEnv, counter: Any, gpus: int) -> None:
+PARENT_POLL_S = 1.0  # how often a worker checks that its driver is alive
+ORPHAN_GRACE_S = 30.0  # an orphaned worker's clean stop (a checkpoint) before it exits regardless
+EXIT_ORPHANED = 75  # exit status of a worker that outlived its driver by ORPHAN_GRACE_S
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """End this worker when the driver that started it dies, even by SIGKILL (issue 11, item 2).
+
+    A worker is detached from the driver's process group, so nothing else would stop it: it would finish the
+    queued runs and then wait forever under PID 1 while a re-run writes the same run directories. On Linux the
+    kernel sends SIGTERM at the driver's death (``prctl(PR_SET_PDEATHSIG)``); everywhere, a daemon thread
+    notices the new parent within a second and sends the same SIGTERM. SIGTERM is the trainer's clean stop
+    (checkpoint, resumable); after ``ORPHAN_GRACE_S`` the worker exits regardless.
+    """
+    driver = mp.parent_process()  # the process that started this worker (None outside multiprocessing)
+    parent = driver.pid if driver is not None and driver.pid else os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="zoo-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the driver died before the death signal was armed (or ever seen)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_local_worker(env: WorkerEnv, counter: Any, gpus: list[str]) -> None:
     """Runs first in every local worker process."""
     try:
         os.setpgrp()  # a terminal's Ctrl-C reaches the driver only; it forwards one SIGINT per worker
     except OSError:
         pass
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trainer installs its own handler while training
     with counter.get_lock():
         index = counter.value
         counter.value += 1
-    if gpus > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+    gpu = worker_gpu(index, gpus, env.device)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     prepare_worker(env)
 
 
@@ -124,11 +246,27 @@ class LocalExecutor:
             raise ValueError("executor local: workers and threads must be >= 0")
         self.cfg = cfg
         self.cores = available_cores()
-        self.gpus = cuda_device_count()
+        self.gpu_names = visible_gpus() if cuda_device_count() else []
+        self.gpus = len(self.gpu_names)
         self.slots = cfg.workers or default_workers(self.cores, self.gpus)
         self.threads = cfg.threads or max(1, self.cores // self.slots)
         self._pool: cf.ProcessPoolExecutor | None = None
         self._env: WorkerEnv | None = None
+
+    def run_device(self, requested: str | None) -> str:
+        """The device the runs get: the requested one, or (none or ``auto``) cuda when this machine has GPUs."""
+        if requested in (None, "auto"):
+            return "cuda" if self.gpus else "cpu"
+        return requested
+
+    def size_for_gpu(self, gb_per_run: float) -> None:
+        """Without ``--workers``: as many runs per GPU as its free memory holds at ``gb_per_run`` (at most 4)."""
+        if self.cfg.workers or not self.gpus:
+            return
+        free = gpu_free_memory_gb(self.gpu_names)
+        self.slots = default_workers(self.cores, self.gpus, gpu_free_gb=free, gpu_gb_per_run=gb_per_run)
+        if not self.cfg.threads:
+            self.threads = max(1, self.cores // self.slots)
 
     def describe(self) -> str:
         gpu = f", sharing {self.gpus} GPU(s)" if self.gpus else ""
@@ -144,7 +282,7 @@ class LocalExecutor:
             max_workers=self.slots,
             mp_context=ctx,
             initializer=_init_local_worker,
-            initargs=(self._env, counter, self.gpus),
+            initargs=(self._env, counter, self.gpu_names),
         )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future:
@@ -180,6 +318,8 @@ class LocalExecutor:
         if not wait:
             for proc in procs:
                 proc.join(timeout=5)
+                if proc.is_alive():  # SIGTERM is a clean stop in a training worker; this one did not stop
+                    proc.kill()
         self._pool = None
 
 
@@ -226,9 +366,28 @@ class RayExecutor:
         gpu = f", {self.gpus_per_run:g} GPU" if self.gpus_per_run else ""
         return f"ray executor ({self._where}): {self.slots} run(s) at once, {self.cfg.cpus_per_run:g} CPU{gpu} each"
 
-    def start(self, env: WorkerEnv) -> None:
+    def run_device(self, requested: str | None) -> str:
+        """The device of the runs: ``cpu`` when Ray gives them no GPU (``gpus_per_run=0``, or a cluster without
+        GPUs), so their config hash says so; ``cuda`` (the GPU Ray assigns a task is its ``cuda:0``) otherwise."""
+        if self.cfg.gpus_per_run >= 0:  # settled by the config: no need to reach the cluster yet
+            self.gpus_per_run = self.cfg.gpus_per_run
+        else:
+            self._connect()
+        if self.gpus_per_run == 0:
+            if requested not in (None, "auto", "cpu"):
+                raise ValueError(
+                    f"--device {requested}: the ray executor gives its runs no GPU (gpus_per_run=0, or the cluster "
+                    "has none); set gpus_per_run > 0 or use --device cpu"
+                )
+            return "cpu"
+        return "cpu" if requested == "cpu" else "cuda"
+
+    def _connect(self) -> None:
+        """Join (or start) Ray once and settle the GPU share of a run."""
         import ray
 
+        if self._where:
+            return
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.cfg.address:
@@ -243,6 +402,11 @@ class RayExecutor:
         if not self.cfg.workers:
             by_cpu = int(float(resources.get("CPU", 1.0)) // self.cfg.cpus_per_run)
             self.slots = max(1, by_cpu)
+
+    def start(self, env: WorkerEnv) -> None:
+        import ray
+
+        self._connect()
         self._env = env
         self._remote = ray.remote(max_retries=0)(_ray_job)
 
@@ -280,6 +444,7 @@ class RayExecutor:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
+            self._where = ""
 
 
 def make_executor(name: str, **cfg: Any) -> Executor:

@@ -37,19 +37,26 @@ class Setting:
 
     preset: str | None = None
     overrides: tuple[str, ...] = ()
+    device: str = "cpu"  # the runs' device kind: CPU and GPU scores never share a table (issue 13)
 
     def key(self) -> str:
-        return json.dumps({"preset": self.preset, "set": list(self.overrides)}, sort_keys=True)
+        d: dict[str, Any] = {"preset": self.preset, "set": list(self.overrides)}
+        if self.device != "cpu":  # CPU settings keep the keys (and file names) they had
+            d["device"] = self.device
+        return json.dumps(d, sort_keys=True)
 
     def describe(self) -> str:
         text = f"preset {self.preset}" if self.preset else "recipe budgets"
         if self.overrides:
             text += " · --set " + " ".join(self.overrides)
+        if self.device != "cpu":
+            text += f" · on {self.device}"
         return text
 
     def slug(self) -> str:
-        """A short path-safe name: ``recipe``, ``quick``, or either plus a hash of the overrides."""
-        base = self.preset or "recipe"
+        """A short path-safe name: ``recipe``, ``quick``, or either plus a hash of the overrides (and ``-cuda``
+        for GPU runs)."""
+        base = (self.preset or "recipe") + ("" if self.device == "cpu" else f"-{self.device}")
         if not self.overrides:
             return base
         return f"{base}-{hashlib.sha256(self.key().encode()).hexdigest()[:6]}"
@@ -57,10 +64,10 @@ class Setting:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Setting:
         d = d or {}
-        return cls(d.get("preset"), tuple(d.get("overrides", ())))
+        return cls(d.get("preset"), tuple(d.get("overrides", ())), str(d.get("device", "cpu")))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, "overrides": list(self.overrides)}
+        return {"preset": self.preset, "overrides": list(self.overrides), "device": self.device}
 
 
 @dataclass
@@ -158,9 +165,9 @@ class Plan:
 
 def parse_seeds(seeds: int | None, seed_list: str | None, default: int) -> list[int]:
     """``--seeds N`` → 0..N−1; ``--seed-list 3,7`` → [3, 7]; neither → 0..default−1."""
-    if seeds is not None and seed_list:
+    if seeds is not None and seed_list is not None:
         raise ValueError("give either --seeds N or --seed-list a,b,..., not both")
-    if seed_list:
+    if seed_list is not None:  # an empty --seed-list "" is a mistake, not a request for the default seeds
         try:
             out = [int(s) for s in seed_list.split(",") if s.strip()]
         except ValueError:
@@ -273,7 +280,9 @@ def expand_grid(
         raise ValueError(f"two recipes share the name {', '.join(dupes)}; rename one of the files")
     overrides = list(overrides or [])
     sweep = dict(sweep or {})
-    setting = Setting(preset.name if preset else None, tuple(overrides))
+    from zoo.device import device_kind
+
+    setting = Setting(preset.name if preset else None, tuple(overrides), device_kind(device or "auto"))
     points = [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())] or [{}]
     runs: list[RunSpec] = []
     seen: set[str] = set()

@@ -35,6 +35,7 @@ class WorkerEnv:
     sys_path: tuple[str, ...] = field(default_factory=lambda: tuple(sys.path))
     threads: int = 0  # torch intra-op threads per job; 0 leaves torch's default
     data_dir: str | None = None  # ZOO_DATA of the driver
+    device: str | None = None  # the sweep's device (cpu | cuda | cuda:N): which GPU a local worker is shown
 
 
 _PREPARED: set[WorkerEnv] = set()

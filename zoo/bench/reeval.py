@@ -41,9 +41,9 @@ def reevaluate(
     import torch
 
     from zoo.config import load_toml, resolve
+    from zoo.device import device_kind, resolve_device
     from zoo.engine.evaluate import eval_seed, evaluate_policy
     from zoo.engine.normalizer import ObsNormalizer
-    from zoo.engine.trainer import resolve_device
     from zoo.tasks.references import normalized_score, normalized_std
     from zoo.tasks.suites import load_suite
     from zoo.tasks.task import get_task
@@ -67,7 +67,10 @@ def reevaluate(
     n = episodes if episodes is not None else cfg.eval.episodes
     if n < 1:
         raise ValueError(f"--episodes must be at least 1, got {n}")
-    dev = resolve_device(device or cfg.device)
+    wanted = device or cfg.device
+    if device is None and device_kind(wanted) == "cuda" and not torch.cuda.is_available():
+        wanted = "cpu"  # a GPU-trained policy evaluated on a machine without one
+    dev = resolve_device(wanted)
     state = torch.load(ckpt_path, map_location=dev, weights_only=False)
     learner = cfg.learner.build(task.spec(), dev)
     learner.load_state_dict(state["learner"])

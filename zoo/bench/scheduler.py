@@ -30,6 +30,7 @@ from typing import Any
 from zoo.bench.executors import Executor
 from zoo.bench.grid import Plan, PretrainJob, RunSpec
 from zoo.bench.jobs import RunFailed, WorkerEnv, pretrain_job, train_job
+from zoo.engine.run import RunLockedError
 from zoo.io import atomic_write_text
 
 INTERRUPT_GRACE_S = 30.0  # how long running jobs get to checkpoint after a Ctrl-C
@@ -265,6 +266,9 @@ def run_plan(
             # Stopped by the Ctrl-C (with a checkpoint when it got that far; Ray reports a cancelled task as an
             # error of its own): never recorded as a failure, the next session resumes it.
             view.run_interrupted(spec)
+        elif isinstance(err, RunLockedError):  # another process writes that run: its directory is not ours to mark
+            report.failed[spec.id] = str(err)
+            view.run_failed(spec, str(err))
         else:
             if isinstance(err, RunFailed):
                 _restore_files(spec.run_dir(out), err.files)

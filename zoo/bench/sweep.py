@@ -206,6 +206,8 @@ def bench(
     recipes = split_list(algos) or all_recipes()
     chosen = choose_preset(preset, suites)
     seed_values = parse_seeds(seeds, seed_list, (chosen.seeds if chosen and chosen.seeds else DEFAULT_SEEDS))
+    runner = make_executor(executor, **(executor_cfg or {}))
+    device = run_device(runner, device)  # explicit, so the config hashes name the device the runs get
     plan = expand_grid(
         suites,
         recipes,
@@ -216,9 +218,10 @@ def bench(
         tasks=split_list(tasks) or None,
         device=device,
     )
-    runner = make_executor(executor, **(executor_cfg or {}))
+    if device.startswith("cuda") and hasattr(runner, "size_for_gpu"):
+        runner.size_for_gpu(max(plan_gpu_memory_gb(plan), 0.0))
     state = classify(plan, out, retry_failed)
-    estimate = estimate_cost(plan, state.todo, out, runner.slots, device or ("cuda" if _has_cuda() else "cpu"))
+    estimate = estimate_cost(plan, state.todo, out, runner.slots, device)
     estimate["out"] = str(out)
     outcome = BenchOutcome(plan=plan, estimate=estimate)
     if dry_run:
@@ -233,6 +236,7 @@ def bench(
         config_dirs=tuple(str(Path(d).resolve()) for d in config_dirs or ()),
         sys_path=tuple(sys.path),
         data_dir=os.environ.get("ZOO_DATA"),
+        device=device,
     )
     view = SweepView(console, live=live)
     if state.todo:
@@ -250,7 +254,28 @@ def bench(
     return outcome
 
 
-def _has_cuda() -> bool:
-    from zoo.bench.executors import cuda_device_count
+def run_device(runner: Any, requested: str | None) -> str:
+    """The device of a sweep's runs as its executor places them (``cpu``, ``cuda`` or ``cuda:N``)."""
+    if hasattr(runner, "run_device"):
+        return str(runner.run_device(requested))
+    from zoo.device import device_kind
 
-    return cuda_device_count() > 0
+    return device_kind("auto") if requested in (None, "auto") else str(requested)
+
+
+def plan_gpu_memory_gb(plan: Plan) -> float:
+    """The largest GPU memory bound of a plan's runs (:func:`zoo.bench.executors.run_gpu_memory_gb`)."""
+    from zoo.bench.executors import run_gpu_memory_gb
+    from zoo.tasks.task import get_task
+
+    dims: dict[str, tuple[int, int]] = {}
+    worst = 0.0
+    for spec in plan.runs:
+        if spec.task not in dims:
+            try:
+                env_spec = get_task(spec.task).spec()
+                dims[spec.task] = (env_spec.obs_dim, env_spec.act_dim)
+            except Exception:  # a task whose env cannot be built here: a generous shape
+                dims[spec.task] = (64, 16)
+        worst = max(worst, run_gpu_memory_gb(spec.cfg, *dims[spec.task]))
+    return worst

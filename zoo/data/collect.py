@@ -265,7 +265,8 @@ def collect_dataset(
         ref_min_score, ref_max_score = PENDULUM_RANDOM_RETURN, PENDULUM_EXPERT_RETURN
 
     root.mkdir(parents=True, exist_ok=True)
-    tmp_root = root / f".tmp-collect-{uuid.uuid4().hex[:12]}"
+    remove_stale_collections(root)
+    tmp_root = root / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         if played is None:
             env = gym.make(env_id, **(env_kwargs or {}))
@@ -330,8 +331,37 @@ def collect_dataset(
             os.replace(final, old)
         os.replace(tmp_root / dataset_id, final)
     finally:
+        if (tmp_root / ".old").exists() and not final.exists():  # stopped between the two renames: keep the old one
+            os.replace(tmp_root / ".old", final)
         shutil.rmtree(tmp_root, ignore_errors=True)
     return final
+
+
+TMP_PREFIX = ".tmp-collect-"  # + pid of the collecting process + random suffix
+
+
+def remove_stale_collections(root: Path) -> None:
+    """Delete the temporary directories of collections whose process is gone (killed before its cleanup ran).
+    One that holds ``.old`` (a dataset being replaced by --overwrite at the moment of the kill) is kept, with a
+    warning naming it: it is the only copy of that dataset."""
+    for tmp in root.glob(f"{TMP_PREFIX}*"):
+        pid_text = tmp.name.removeprefix(TMP_PREFIX).split("-")[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        if (tmp / ".old").exists():
+            warnings.warn(f"{tmp / '.old'} holds a dataset an interrupted --overwrite was replacing", stacklevel=2)
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def collect_quality(

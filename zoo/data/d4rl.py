@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from zoo.data.download import download_file
-from zoo.data.errors import DatasetError, DatasetUnavailableError
+from zoo.data.errors import DatasetError, DatasetUnavailableError, check_dataset_file, check_finite
 from zoo.data.transitions import Transitions
 from zoo.paths import data_dir
 
@@ -75,7 +75,7 @@ def find_d4rl_file(dataset_id: str) -> Path | None:
     name = d4rl_filename(dataset_id)
     for folder in (d4rl_dataset_dir(), zoo_d4rl_dir()):
         candidate = folder / name
-        if candidate.is_file():
+        if check_dataset_file(candidate):
             return candidate
     return None
 
@@ -170,7 +170,7 @@ def load_d4rl_hdf5(
     if mode not in MODES:
         raise ValueError(f"unknown D4RL loader mode {mode!r}; choose one of {', '.join(MODES)}")
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not check_dataset_file(path):
         raise DatasetUnavailableError(f"{path} does not exist; download the dataset or check the path")
     arrays, scalars = _read_file(path)
 
@@ -190,6 +190,7 @@ def load_d4rl_hdf5(
         raise _corrupt(path, f"next_observations has shape {next_obs.shape}, observations {obs.shape}")
     if n < 2:
         raise _corrupt(path, f"it holds {n} row(s)")
+    check_finite(str(path), arrays)
 
     rows = np.arange(n)
     if mode == "keep_timeouts" and next_obs is not None:

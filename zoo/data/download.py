@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 from zoo.data.errors import DatasetError, DatasetUnavailableError
+from zoo.io import current_umask
 
 CHUNK_SIZE = 1 << 20  # 1 MiB
 TIMEOUT_S = 60.0  # socket timeout per blocking operation, not for the whole transfer
@@ -102,6 +103,7 @@ def download_file(url: str, dest: Path, md5: str | None = None, description: str
                 f"discarded and nothing was written to {dest}. Try again; if it keeps failing the server's "
                 f"copy changed. {_by_hand(url, dest)}"
             )
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide a shared cache from its users
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

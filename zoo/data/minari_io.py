@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.data.errors import DatasetError, DatasetUnavailableError
+from zoo.data.errors import DatasetError, DatasetUnavailableError, check_finite
 from zoo.data.transitions import Transitions
 
 _VERSION = re.compile(r"-v(\d+)$")
@@ -132,6 +132,10 @@ def load_minari(dataset_id: str, download: bool = False) -> Transitions:
             f"delete that folder and download or collect it again."
         ) from e
 
+    # Rows are the flattened steps of every episode, in order (obs = the step's observation).
+    check_finite(
+        f"Minari dataset {dataset_id!r} ({where})", arrays, fix="Delete that folder and collect or download it again."
+    )
     metadata = dataset.storage.metadata
     env_spec = dataset.env_spec
     meta: dict[str, Any] = {

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from zoo.data.download import download_file
-from zoo.data.errors import DatasetError, DatasetUnavailableError
+from zoo.data.errors import DatasetError, DatasetUnavailableError, check_dataset_file, check_finite
 from zoo.data.transitions import Transitions
 from zoo.paths import data_dir
 
@@ -82,7 +82,7 @@ def neorl_file(env: str, level: str, num_trajectories: int = 1000, split: str = 
     """The local npz file for a request (downloaded, md5-verified, into ``data_dir()/"neorl"`` when missing)."""
     name = neorl_filename(env, level, num_trajectories, split)
     dest = neorl_dir() / name
-    if dest.is_file():
+    if check_dataset_file(dest):
         return dest
     entry = neorl_catalog()[name]
     if not download:
@@ -128,7 +128,7 @@ def load_neorl_npz(
 ) -> Transitions:
     """Load the first ``num_trajectories`` trajectories (all when None) of a NeoRL npz (evaluation.md §2)."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not check_dataset_file(path):
         raise DatasetUnavailableError(f"{path} does not exist; download the dataset or check the path")
     d = _read_npz(path)
     obs, next_obs, act = d["obs"], d["next_obs"], d["action"]
@@ -141,6 +141,7 @@ def load_neorl_npz(
         raise _corrupt(path, f"inconsistent row counts: obs {n}, action {act.shape[0]}")
     reward = _column(path, "reward", d["reward"], n)
     _column(path, "done", d["done"], n)
+    check_finite(str(path), {k: d[k] for k in ("obs", "next_obs", "action", "reward", "done")})
 
     index = np.asarray(d["index"]).reshape(-1)
     ends = np.rint(index).astype(np.int64)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.config import bounded
 from zoo.dynamics.layers import EnsembleLinear
 from zoo.io import atomic_torch_save
 from zoo.protocols import EnvSpec, FitReport, ModelStep
@@ -30,6 +31,7 @@ from zoo.registry import register
 LOG_2PI = math.log(2.0 * math.pi)
 MIXTURES = ("logsumexp", "exp_float64")
 INFERENCE_CHUNK = 1024  # rows per chunk of a gradient-free forward pass on the CPU
+CUDA_INFERENCE_CHUNK = 8192  # on a GPU: 7 members x 200 units x 8192 rows = 46 MB per layer, not 280 MB at 50k rows
 
 
 class _TransitionLike(Protocol):
@@ -47,18 +49,18 @@ class GaussianEnsemble(nn.Module):
     class Config:
         """Pretraining and architecture keys (dynamics.md §3, §5–§7, §13). ``max_epochs = 0`` means no cap."""
 
-        ensemble: int = 7
-        elites: int = 5
-        hidden: list[int] = field(default_factory=lambda: [200, 200, 200, 200])
-        lr: float = 1e-3
-        weight_decay: list[float] = field(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4])
-        holdout: float = 0.2
-        holdout_cap: int = 1000
-        patience: int = 5
-        max_epochs: int = 0
-        logvar_coef: float = 0.01
-        batch_size: int = 256
-        improvement: float = 0.01
+        ensemble: int = bounded(7, ge=1)
+        elites: int = bounded(5, ge=1)
+        hidden: list[int] = bounded(default_factory=lambda: [200, 200, 200, 200], ge=1)
+        lr: float = bounded(1e-3, gt=0.0)
+        weight_decay: list[float] = bounded(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4], ge=0.0)
+        holdout: float = bounded(0.2, ge=0.0, lt=1.0)
+        holdout_cap: int = bounded(1000, ge=0)
+        patience: int = bounded(5, ge=1)
+        max_epochs: int = bounded(0, ge=0)
+        logvar_coef: float = bounded(0.01, ge=0.0)
+        batch_size: int = bounded(256, ge=1)
+        improvement: float = bounded(0.01, ge=0.0)
         logvar_init: list[float] = field(default_factory=lambda: [0.5, -10.0])
         mixture_logprob: str = "logsumexp"
 
@@ -125,7 +127,7 @@ class GaussianEnsemble(nn.Module):
                     h = F.silu(h)
         else:
             rows = x.shape[-2]
-            chunk = rows if x.device.type == "cuda" else max(1, INFERENCE_CHUNK)
+            chunk = max(1, CUDA_INFERENCE_CHUNK if x.device.type == "cuda" else INFERENCE_CHUNK)
             outs = []
             for start in range(0, rows, chunk):
                 h = x[..., start : start + chunk, :]

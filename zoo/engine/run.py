@@ -5,21 +5,36 @@ Layout (DESIGN.md, Conventions): ``<out>/runs/<suite>/<task>/<algo>/<config hash
 ``metrics.jsonl``, ``checkpoints/last.pt`` and, once the run has finished, ``result.json``. A failed run
 writes ``error.json`` instead; nothing is written half (every file is replaced atomically).
 The pretraining cache lives in ``<out>/cache``.
+
+One process at a time writes a run directory: ``.lock`` holds an exclusive ``flock`` and names its owner
+(pid, host); a second writer is refused with that name. The kernel drops the lock of a process that dies, so a
+lock file left by a dead process is stale and simply taken over.
+
+A run stopped by the divergence guard after at least one evaluation is *finished with divergence*: its
+``result.json`` has ``"diverged": true``, ``"status": "diverged"`` and the score of its last evaluations, so
+aggregates keep that seed (the peer kits have no such stop and keep their bad seeds). A run that evaluated
+nothing (``eval.episodes = 0``) has ``"score": null`` and never enters a leaderboard.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import platform
+import socket
 import subprocess
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from zoo.config import RunConfig, resolve
+from zoo.device import describe_device, device_kind, resolve_device, set_exact_numerics
 from zoo.io import atomic_write_text
 
 
@@ -38,6 +53,47 @@ class RunId:
             Path(out) / "runs" / safe_name(self.suite) / safe_name(self.task) / safe_name(self.algo)
             / self.config_hash / f"seed{self.seed}"
         )
+
+
+class RunLockedError(RuntimeError):
+    """Another live process writes this run directory."""
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, log: Any = None) -> Iterator[None]:
+    """Hold the run directory's lock for the body; refuse (RunLockedError, naming the owner) when it is held."""
+    path = Path(run_dir) / LOCK_FILE
+    fh = open(path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "an unknown process"
+            raise RunLockedError(
+                f"{run_dir} is being written by another process ({owner}); wait for it to finish or stop it. "
+                "Two writers would interleave metrics.jsonl and overwrite each other's result.json"
+            ) from None
+        fh.seek(0)
+        previous = fh.read().strip()
+        if previous and log is not None:  # its owner died without releasing it (the kernel dropped the flock)
+            log(f"[yellow]taking over the stale lock of {run_dir} ({previous}, no longer running)[/]")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()  # empty = free; never unlinked, so two processes can never lock two different files
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
 
 
 def package_versions() -> dict[str, str]:
@@ -97,7 +153,10 @@ def resolve_run(
         extra.append(f"steps={steps}")
     if device is not None:
         extra.append(f'device="{device}"')
-    return resolve(algo, task=task, overrides=extra, preset=preset)
+    cfg = resolve(algo, task=task, overrides=extra, preset=preset)
+    if cfg.device == "auto":  # config.toml names the device kind the run got, as its hash does (issue 13)
+        cfg.device = device_kind("auto")
+    return cfg
 
 
 def train_run(
@@ -120,7 +179,7 @@ def train_run(
 
     ``loggers`` (names of kind ``logger``, besides the always-on jsonl and the config's ``loggers``) are checked
     before anything is written: an unknown name or a missing extra fails at once."""
-    from zoo.engine.trainer import Trainer
+    from zoo.engine.trainer import resolve_device
     from zoo.loggers import check_loggers, logger_names
     from zoo.tasks.suites import load_suite
     from zoo.tasks.task import get_task
@@ -140,13 +199,57 @@ def train_run(
     result_path = run_dir / "result.json"
     if result_path.exists() and not resume:
         return json.loads(result_path.read_text())
+    resolve_device(cfg.device)  # no CUDA: an error now, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir, log):
+        return _train_locked(
+            cfg, task, task_obj, run_id, out, noise, noise_scale, resume, progress, download, log, extra_loggers
+        )
+
+
+def _write_error(run_dir: Path, err: BaseException, step: int) -> None:
+    atomic_write_text(
+        run_dir / "error.json",
+        json.dumps(
+            {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(), "step": step}, indent=2
+        ),
+    )
+
+
+def _train_locked(
+    cfg: RunConfig,
+    task: str,
+    task_obj: Any,
+    run_id: RunId,
+    out: Path,
+    noise: str,
+    noise_scale: float,
+    resume: bool,
+    progress: bool,
+    download: bool,
+    log: Any,
+    extra_loggers: list[str],
+) -> dict[str, Any]:
+    """The body of :func:`train_run` while it holds the run directory's lock."""
+    from zoo.engine.rollout import DivergenceError
+    from zoo.engine.trainer import Trainer
+
+    seed, suite_name, run_dir = cfg.seed, run_id.suite, run_id.path(out)
+    result_path = run_dir / "result.json"
     versions = package_versions()
     atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+    device = resolve_device(cfg.device)
     atomic_write_text(
         run_dir / "environment.json",
         json.dumps(
-            {"versions": versions, "git_revision": git_revision(), "started": time.time()}, indent=2
+            {
+                "versions": versions,
+                "git_revision": git_revision(),
+                "started": time.time(),
+                **describe_device(device),
+                "numerics": set_exact_numerics(),  # what the trainer runs under (no TF32)
+            },
+            indent=2,
         ),
     )
     (run_dir / "error.json").unlink(missing_ok=True)
@@ -163,19 +266,22 @@ def train_run(
         suite=suite_name,
         loggers=extra_loggers,
     )
+    diverged: str | None = None
     try:
         trainer.setup()
         summary = trainer.train(resume=resume)
     except KeyboardInterrupt:
         raise
+    except DivergenceError as err:
+        if not trainer.evaluations:  # nothing to score: a failed run
+            _write_error(run_dir, err, trainer.step)
+            raise
+        diverged = str(err)
+        summary = trainer.summary(wall_s=trainer.wall_s())
+        if log is not None:
+            log(f"[yellow]{diverged}[/] Recorded as finished with divergence (score of its last evaluations).")
     except Exception as err:
-        atomic_write_text(
-            run_dir / "error.json",
-            json.dumps(
-                {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(), "step": trainer.step},
-                indent=2,
-            ),
-        )
+        _write_error(run_dir, err, trainer.step)
         raise
     result = {
         "task": task,
@@ -189,7 +295,10 @@ def train_run(
         "mujoco": versions.get("mujoco"),
         "noise": noise if noise == "none" else f"{noise}:{noise_scale}",
         "normalize_obs": cfg.data.normalize_obs,
-        "status": "finished",
+        "status": "diverged" if diverged else "finished",
+        "diverged": diverged is not None,
     }
+    if diverged:
+        result["divergence"] = diverged
     atomic_write_text(result_path, json.dumps(result, indent=2, default=str))
     return result

@@ -13,9 +13,11 @@ One step t (0-based):
    divergence, write a JSONL line; every ``eval.every`` steps: evaluate; every ``checkpoint_every``:
    checkpoint.
 
-Everything inside the loop stays on the device. A first Ctrl-C finishes the current step, writes a
+Everything inside the loop stays on the device. A first Ctrl-C or SIGTERM finishes the current step, writes a
 checkpoint and stops (``--resume`` continues from it); a divergence stops the run without overwriting
-the last good checkpoint.
+the last good checkpoint. A checkpoint holds everything the loop carries (networks, optimizers, random
+streams, the model buffer, the metrics accumulated since the last log line, the wall time so far), so a
+resumed run computes the same values as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 
 from zoo.config import RunConfig
 from zoo.data.transitions import Transitions
+from zoo.device import resolve_device, rng_states, set_exact_numerics, set_rng_states
 from zoo.engine.buffer import RingBuffer
 from zoo.engine.diagnostics import ModelDiagnostics, plot_diagnostics
 from zoo.engine.evaluate import EvalResult, eval_seed, evaluate_policy
@@ -50,16 +53,10 @@ STEPS_PER_EPOCH = 1000  # "epoch" in every spec: 1000 gradient steps
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Raised after a clean stop on Ctrl-C; the checkpoint is written."""
+    """Raised after a clean stop on Ctrl-C or SIGTERM; the checkpoint is written."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    return device
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -110,6 +107,10 @@ class Trainer:
         self.evaluations: list[Evaluation] = []
         self.step = 0
         self._stop_requested = False
+        self._acc: dict[str, torch.Tensor] = {}  # metrics summed since the last log line (on the device)
+        self._acc_n = 0
+        self._wall_before = 0.0  # wall time of earlier segments of this run (resume)
+        self._segment_start = time.time()
         self.fit_report: Any = None
         self.pretrain_key: str | None = None
         self.pretrain_cached: bool | None = None
@@ -118,12 +119,14 @@ class Trainer:
     # Setup
     def setup(self) -> None:
         cfg = self.cfg
+        self.numerics = set_exact_numerics()  # no TF32 for this run, whatever the environment set (issue 13)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % (2**32))
         raw = self._raw_data if self._raw_data is not None else self.task.load(
             loader=cfg.data.loader, download=self.download
         )
         self.raw_data = raw
+        self.buffer_restored = False
         self.fingerprint = raw.fingerprint()
         self.spec: EnvSpec = self.task.spec()
         if raw.obs_dim != self.spec.obs_dim or raw.act_dim != self.spec.act_dim:
@@ -288,8 +291,12 @@ class Trainer:
             "normalizer": self.normalizer.state_dict(),
             "evaluations": [e.__dict__ for e in self.evaluations],
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            "rng": rng_states(self.device),  # the global generators of the CPU and of every CUDA device
+            "device": str(self.device),
             "config_hash": self.cfg.hash(),
+            "model_buffer": self.model_buffer.state_dict() if self.model_buffer is not None else None,
+            "metrics_acc": ({k: v.cpu() for k, v in self._acc.items()}, self._acc_n),
+            "wall_s": self.wall_s(),
         }
         atomic_torch_save(state, self.checkpoint_path)
 
@@ -297,6 +304,13 @@ class Trainer:
         if not self.checkpoint_path.is_file():
             return False
         state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        written_on = torch.device(state.get("device", "cpu"))
+        if written_on.type != self.device.type:
+            raise RuntimeError(
+                f"{self.checkpoint_path} was written on {written_on} but this run is on {self.device}: its random "
+                f"states and its numbers belong to {written_on.type}. Resume it with --device {written_on.type}, "
+                "or delete the checkpoint to start afresh"
+            )
         if state.get("config_hash") != self.cfg.hash():
             raise RuntimeError(
                 f"{self.checkpoint_path} was written by another configuration; refusing to resume it"
@@ -308,22 +322,35 @@ class Trainer:
         self.rule.load_state_dict(state["rule"])
         self.evaluations = [Evaluation(**e) for e in state["evaluations"]]
         self.generator.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
+        set_rng_states(state["rng"] if "rng" in state else {"cpu": state["torch_rng"]}, self.device)
+        self.buffer_restored = False
+        if self.model_buffer is not None and state.get("model_buffer") is not None:
+            self.model_buffer.load_state_dict(state["model_buffer"])
+            self.buffer_restored = True
+        acc, self._acc_n = state.get("metrics_acc", ({}, 0))
+        self._acc = {k: v.to(self.device) for k, v in acc.items()}
+        self._wall_before = float(state.get("wall_s", 0.0))
         return True
+
+    def wall_s(self) -> float:
+        """Wall time of the whole run: earlier segments (from the checkpoint) plus this one."""
+        return self._wall_before + (time.time() - self._segment_start)
 
     # ------------------------------------------------------------------------------------------
     # The loop
     def _request_stop(self, signum: int, frame: Any) -> None:
-        if self._stop_requested:  # a second Ctrl-C stops at once
+        if self._stop_requested:  # a second Ctrl-C (or SIGTERM) stops at once
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.log("[yellow]Ctrl-C: finishing this step and writing a checkpoint (press again to abort)[/]")
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.log(f"[yellow]{what}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)[/]")
 
     def train(self, resume: bool = False, metrics_file: Path | None = None) -> dict[str, Any]:
         """Run the loop to ``cfg.steps``; returns the summary that goes into result.json."""
         metrics_path = metrics_file or (self.run_dir / "metrics.jsonl")
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         start_step = 0
+        self._segment_start = time.time()
         if resume and self.load_checkpoint():
             start_step = self.step
             _truncate_metrics(metrics_path, start_step)
@@ -331,45 +358,49 @@ class Trainer:
             self.log(f"resuming at step {start_step}")
         elif metrics_path.exists():
             metrics_path.unlink()
-        previous_handler = None
-        try:
-            previous_handler = signal.signal(signal.SIGINT, self._request_stop)
-        except ValueError:  # not the main thread (e.g. inside a worker): no handler
-            previous_handler = None
-        start_time = time.time()
+        previous_handlers: dict[int, Any] = {}
+        for signum in STOP_SIGNALS:
+            try:
+                previous_handlers[signum] = signal.signal(signum, self._request_stop)
+            except ValueError:  # not the main thread (e.g. inside a worker): no handler
+                break
         run = RunInfo(
             self.run_dir, self.suite, self.task.name, self.cfg.algo, self.cfg.hash(), self.cfg.seed,
             self.cfg.tree(), start_step, metrics_path,
         )
-        self._logs = LoggerSet.build(logger_names(self.cfg.loggers, self.extra_loggers), run)
         try:
-            if self.model is not None and self.diagnostics_enabled and self.cfg.diagnostics:
-                holdout = (self.fit_report.extra or {}).get("holdout_rows") if self.fit_report is not None else None
-                self._diagnose = ModelDiagnostics.prepare(
-                    self.data, self.cfg.seed, holdout, with_penalty=self.cfg.penalty.name != "none"
-                )
-            if start_step == 0:
-                info = self.rule.before_training(self.ctx) or {}
-                if self.fit_report is not None:
-                    info = {
-                        "pretrain/epochs": self.fit_report.epochs,
-                        "pretrain/holdout_loss": self.fit_report.holdout_loss,
-                        "pretrain/cached": bool(self.pretrain_cached),
-                        **info,
-                    }
-                self._record({"step": 0, "kind": "setup", **info})
-                self.diagnose(0)
-            elif self.uses_model:
-                # The model buffer is not checkpointed: refill it with one fresh round.
-                self.ctx.step = start_step
-                self._record({"step": start_step, "kind": "rollout", **self.rollout()})
-            self._loop(start_step)
+            self._logs = LoggerSet.build(logger_names(self.cfg.loggers, self.extra_loggers), run)
+            try:
+                if self.model is not None and self.diagnostics_enabled and self.cfg.diagnostics:
+                    fit_extra = (self.fit_report.extra or {}) if self.fit_report is not None else {}
+                    self._diagnose = ModelDiagnostics.prepare(
+                        self.data, self.cfg.seed, fit_extra.get("holdout_rows"),
+                        with_penalty=self.cfg.penalty.name != "none",
+                    )
+                if start_step == 0:
+                    info = self.rule.before_training(self.ctx) or {}
+                    if self.fit_report is not None:
+                        info = {
+                            "pretrain/epochs": self.fit_report.epochs,
+                            "pretrain/holdout_loss": self.fit_report.holdout_loss,
+                            "pretrain/cached": bool(self.pretrain_cached),
+                            **info,
+                        }
+                    self._record({"step": 0, "kind": "setup", **info})
+                    self.diagnose(0)
+                elif self.uses_model and not self.buffer_restored and start_step % self.cfg.rollout.every:
+                    # A checkpoint without the model buffer (older versions): refill it with one fresh round,
+                    # unless the loop is about to roll out at this very step anyway.
+                    self.ctx.step = start_step
+                    self._record({"step": start_step, "kind": "rollout", **self.rollout()})
+                self._loop(start_step)
+            finally:
+                self._logs.close()
+                self._plot_diagnostics()
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
-            self._logs.close()
-            self._plot_diagnostics()
-        return self.summary(wall_s=time.time() - start_time)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+        return self.summary(wall_s=self.wall_s())
 
     def _record(self, record: dict[str, Any]) -> None:
         """One metrics record to every logger of the run (metrics.jsonl always)."""
@@ -397,8 +428,6 @@ class Trainer:
 
     def _loop(self, start_step: int) -> None:
         cfg = self.cfg
-        acc: dict[str, torch.Tensor] = {}
-        acc_n = 0
         target_penalty = None
         if getattr(self.penalty, "stage", "rollout") == "target":
             penalty, ctx = self.penalty, self.ctx
@@ -419,9 +448,10 @@ class Trainer:
                 batch = self.draw_batch()
                 batch = self.rule.on_batch(batch, self.ctx)
                 metrics = self.learner.update(batch, target_penalty=target_penalty)
+                acc = self._acc
                 for k, v in metrics.items():
                     acc[k] = acc[k] + v.detach() if k in acc else v.detach().clone()
-                acc_n += 1
+                self._acc_n += 1
                 if self.rule.every and (t + 1) % self.rule.every == 0:
                     rule_metrics = self.rule.update(self.ctx) or {}
                     self._record({"step": t + 1, "kind": "rule", **_floats(rule_metrics)})
@@ -430,10 +460,10 @@ class Trainer:
                     self.learner.epoch_end()
                 last = t + 1 == cfg.steps
                 if (t + 1) % cfg.log_every == 0 or last:
-                    values = {k: float(v) / acc_n for k, v in acc.items()}  # the host sync
+                    values = {k: float(v) / self._acc_n for k, v in acc.items()}  # the host sync
                     now = time.time()
-                    values["sps"] = acc_n / max(now - tick, 1e-9)
-                    tick, acc, acc_n = now, {}, 0
+                    values["sps"] = self._acc_n / max(now - tick, 1e-9)
+                    tick, self._acc, self._acc_n = now, {}, 0
                     self._check_divergence(values, t + 1)
                     self._record({"step": t + 1, "kind": "train", **values})
                     progress.losses = values
@@ -480,8 +510,8 @@ class Trainer:
         last = self.evaluations[-k:]
         best = max(self.evaluations, key=lambda e: e.score) if self.evaluations else None
         return {
-            "score": float(np.mean([e.score for e in last])) if last else float("nan"),
-            "return": float(np.mean([e.return_mean for e in last])) if last else float("nan"),
+            "score": float(np.mean([e.score for e in last])) if last else None,
+            "return": float(np.mean([e.return_mean for e in last])) if last else None,
             "score_evals": len(last),
             "best": {"score": best.score, "step": best.step, "note": "best single evaluation; never in tables"}
             if best
@@ -492,6 +522,8 @@ class Trainer:
             "pretrain_key": self.pretrain_key,
             "pretrain_cached": self.pretrain_cached,
             "dataset_fingerprint": self.fingerprint,
+            "device": str(self.device),
+            "device_kind": self.device.type,
         }
 
 
@@ -520,13 +552,17 @@ def _records_of_kind(path: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
+    """Drop metric lines written after the checkpoint we resume from (they will be written again): every line
+    of a later step, and the rollout line of step ``step`` itself (a rollout happens at the start of its step,
+    which the resumed loop runs again)."""
     if not path.exists():
         return
     kept = []
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
+            record = json.loads(line)
+            at = record.get("step", 0)
+            if at < step or (at == step and record.get("kind") != "rollout"):
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash

@@ -9,12 +9,13 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from zoo.config import bounded
 from zoo.learners.networks import CriticEnsemble, TanhGaussianActor
 from zoo.protocols import Batch, EnvSpec
 from zoo.registry import register
@@ -47,21 +48,21 @@ class SAC:
 
     @dataclass
     class Config:
-        actor_lr: float = 1e-4
-        critic_lr: float = 3e-4
-        alpha_lr: float = 1e-4
-        hidden: list[int] = field(default_factory=lambda: [256, 256])
-        num_critics: int = 2
-        gamma: float = 0.99
-        tau: float = 0.005
-        alpha: float = 0.2  # the fixed α when auto_alpha is off
+        actor_lr: float = bounded(1e-4, gt=0.0)
+        critic_lr: float = bounded(3e-4, gt=0.0)
+        alpha_lr: float = bounded(1e-4, gt=0.0)
+        hidden: list[int] = bounded(default_factory=lambda: [256, 256], ge=1)
+        num_critics: int = bounded(2, ge=1)
+        gamma: float = bounded(0.99, ge=0.0, lt=1.0)
+        tau: float = bounded(0.005, gt=0.0, le=1.0)
+        alpha: float = bounded(0.2, ge=0.0)  # the fixed α when auto_alpha is off
         auto_alpha: bool = True
         target_entropy: float | str = "auto"  # "auto" = -d_a
-        alpha_max: float = 1.0  # inf: no clamp (sac.md §6 #2, #3)
+        alpha_max: float = bounded(1.0, ge=0.0)  # inf: no clamp (sac.md §6 #2, #3)
         deterministic_backup: bool = False
         target_min: float = -math.inf  # -inf: off; MOBILE/ROMBRL use 0.0
         max_q_backup: bool = False
-        max_q_samples: int = 10
+        max_q_samples: int = bounded(10, ge=1)
         actor_schedule: str = "none"  # "none" | "cosine"
         critic_init: str = "linear"  # "linear" | "dynamics" (sac.md §6 #7)
         log_std_min: float = -5.0

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from zoo.config import bounded
 from zoo.protocols import Batch
 from zoo.registry import register
 
@@ -30,10 +31,10 @@ class MobilePenalty:
 
     @dataclass
     class Config:
-        coef: float = 1.0
-        samples: int = 10
+        coef: float = bounded(1.0, ge=0.0)
+        samples: int = bounded(10, ge=1)
         members: str = "elites"
-        ddof: int = 1
+        ddof: int = bounded(1, ge=0)
         form: str = "code"
 
     def __init__(self, cfg: Config) -> None:

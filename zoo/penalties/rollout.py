@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from zoo.config import bounded
 from zoo.protocols import ModelStep
 from zoo.registry import register
 
@@ -75,7 +76,7 @@ class MopoPenalty:
 
     @dataclass
     class Config:
-        coef: float = 1.0
+        coef: float = bounded(1.0, ge=0.0)
         mode: str = "aleatoric"
         members: str = "all"
         dims: str = "all"
@@ -114,7 +115,7 @@ class DisagreementPenalty:
 
     @dataclass
     class Config:
-        coef: float = 1.0
+        coef: float = bounded(1.0, ge=0.0)
         members: str = "all"
 
     def __init__(self, cfg: Config) -> None:

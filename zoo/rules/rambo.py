@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from zoo.config import bounded
 from zoo.protocols import Batch, Context, Rule
 from zoo.registry import register
 
@@ -60,25 +61,25 @@ class RamboRule(Rule):
     class Config:
         """Keys of rambo.md §5 and the switches of §7 (defaults: the OLK column)."""
 
-        every: int = 1000  # policy steps between adversarial phases ("update freq")
-        adv_weight: float = 3e-4  # λ, per task (rambo.md §6)
-        adv_steps: int = 1000  # model gradient steps per phase (§7 #14)
-        adv_lr: float = 3e-4  # the phase's own Adam over all model parameters (dynamics_adv_lr)
-        batch_size: int = 256  # rollout start states and supervised rows per step
-        horizon: int = 0  # steps per adversarial rollout; 0: the run's rollout.horizon
+        every: int = bounded(1000, ge=0)  # policy steps between adversarial phases ("update freq")
+        adv_weight: float = bounded(3e-4, ge=0.0)  # λ, per task (rambo.md §6)
+        adv_steps: int = bounded(1000, ge=0)  # model gradient steps per phase (§7 #14)
+        adv_lr: float = bounded(3e-4, gt=0.0)  # the phase's own Adam over all model parameters (dynamics_adv_lr)
+        batch_size: int = bounded(256, ge=2)  # rollout start states and supervised rows per step
+        horizon: int = bounded(0, ge=0)  # steps per adversarial rollout; 0: the run's rollout.horizon
         include_ent_in_adv: bool = False  # V' − α log π(π_det(s')|s')
-        adv_eps: float = 1e-6  # advantage normalisation eps (§7 #8; 0 = original repo)
-        logvar_coef: float = 0.001  # c_lv of L_sl
+        adv_eps: float = bounded(1e-6, ge=0.0)  # advantage normalisation eps (§7 #8; 0 = original repo)
+        logvar_coef: float = bounded(0.001, ge=0.0)  # c_lv of L_sl
         sl_batch: str = "shared"  # shared | per_member (§7 #4)
         finetune_when_zero: bool = True  # λ = 0: OLK still fine-tunes on L_sl (§7 #2)
         adv_stop_at_terminal: bool = False  # §7 #6
         bc_loss: str = "mse_sample"  # mse_sample (OLK) | nll (original), §4 and §7 #1
-        bc_epochs: int = 50  # 0: no warm start (AntMaze configs)
-        bc_lr: float = 1e-4
-        bc_batch: int = 256
+        bc_epochs: int = bounded(50, ge=0)  # 0: no warm start (AntMaze configs)
+        bc_lr: float = bounded(1e-4, gt=0.0)
+        bc_batch: int = bounded(256, ge=1)
         bc_shuffle: bool = True  # OLK never uses its shuffled index (a bug, §7 #1)
         bc_skip_saturated: bool = False  # original: skip batches with any |a| >= a_max
-        monitor_rows: int = 1000  # real rows for the per-phase model metrics (0: none)
+        monitor_rows: int = bounded(1000, ge=0)  # real rows for the per-phase model metrics (0: none)
 
     def __init__(self, cfg: Config) -> None:
         errors = []

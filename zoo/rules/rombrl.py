@@ -62,6 +62,8 @@ from typing import Any
 
 import torch
 
+from zoo.config import bounded
+from zoo.device import synchronize
 from zoo.engine.rollout import DivergenceError
 from zoo.protocols import Batch, Context, Rule
 from zoo.registry import register
@@ -225,43 +227,43 @@ class RombrlRule(Rule):
     class Config:
         """Keys of rombrl.md §7 (script defaults) and the §8 switches."""
 
-        every: int = 1000  # policy steps between rounds
-        num_rollouts: int = 250  # N
-        rollout_horizon: int = 100  # H
-        gamma: float = 0.99
-        gae_lambda: float = 0.95
-        clip: float = 0.2
-        actor_epochs: int = 10
-        follower_epochs: int = 10
-        traj_minibatch: int = 256  # trajectories per leader minibatch
-        follower_minibatch: int = 256  # transitions per follower minibatch
+        every: int = bounded(1000, ge=0)  # policy steps between rounds
+        num_rollouts: int = bounded(250, ge=1)  # N
+        rollout_horizon: int = bounded(100, ge=1)  # H
+        gamma: float = bounded(0.99, ge=0.0, lt=1.0)
+        gae_lambda: float = bounded(0.95, ge=0.0, le=1.0)
+        clip: float = bounded(0.2, gt=0.0, lt=1.0)
+        actor_epochs: int = bounded(10, ge=0)
+        follower_epochs: int = bounded(10, ge=0)
+        traj_minibatch: int = bounded(256, ge=1)  # trajectories per leader minibatch
+        follower_minibatch: int = bounded(256, ge=1)  # transitions per follower minibatch
         grad_mode: int = 1  # 1: Eq. (7); 2: Eq. (8); 3: Eq. (9)  (§8 #1)
-        implicit_every: int = 2  # implicit term on epochs 0, k, 2k, …  (§8 #3)
-        kappa: float = 1e-8  # weight of the implicit term (§8 #2)
-        damping: float = 5.0  # c (I_coe), > 0 for the Woodbury chain (§8 #7)
-        score_horizon: int = 10  # h (§8 #4)
-        down_sample: int = 8  # m (§8 #4)
-        epsilon: float = 10.0  # likelihood budget ε
-        sl_weight: float = 3000.0  # λ
+        implicit_every: int = bounded(2, ge=1)  # implicit term on epochs 0, k, 2k, …  (§8 #3)
+        kappa: float = bounded(1e-8, ge=0.0)  # weight of the implicit term (§8 #2)
+        damping: float = bounded(5.0, ge=0.0)  # c (I_coe), > 0 for the Woodbury chain (§8 #7)
+        score_horizon: int = bounded(10, ge=1)  # h (§8 #4)
+        down_sample: int = bounded(8, ge=1)  # m (§8 #4)
+        epsilon: float = bounded(10.0, ge=0.0)  # likelihood budget ε
+        sl_weight: float = bounded(3000.0, gt=0.0)  # λ
         dual_ascent: bool = False  # (§8 #5)
-        lambda_lr: float = 1e-3
-        lambda_epochs: int = 1
+        lambda_lr: float = bounded(1e-3, gt=0.0)
+        lambda_epochs: int = bounded(1, ge=1)
         budget_ref: str = "raw_nll"  # raw_nll | mle_ratio (§8 #6)
         hessian: str = "fisher"  # fisher (Woodbury) | exact (HVP + CG)
         hessian_transpose: bool = False  # apply A⁻ᵀ instead of A⁻¹ (§8 #8)
-        schur_guard: float = 1e-8
-        cg_iters: int = 100  # products per exact solve (hessian = "exact")
-        cg_tol: float = 1e-10
+        schur_guard: float = bounded(1e-8, ge=0.0)
+        cg_iters: int = bounded(100, ge=1)  # products per exact solve (hessian = "exact")
+        cg_tol: float = bounded(1e-10, gt=0.0)
         exact_solver: str = "gmres"  # gmres | cgnr: the non-symmetric exact A (rombrl_linalg.ExactOperator)
         pg_discount_reset: bool = False  # (§8 #9)
         sac_actor_updates: bool = True  # (§8 #10)
         resimulate_model_rows: bool = True  # (§8 #11)
         store_raw_actions: bool = True  # (§8 #12)
         leader_objective: str = "masked_pg"  # masked_pg | ppo_clip (§8 #13)
-        real_batch: int = 256  # real rows for Z, B, C and the follower's NLL
-        follower_lr: float = 3e-4
-        follower_grad_clip: float = 1.0
-        logvar_coef: float = 0.001  # c_lv of the follower's NLL
+        real_batch: int = bounded(256, ge=1)  # real rows for Z, B, C and the follower's NLL
+        follower_lr: float = bounded(3e-4, gt=0.0)
+        follower_grad_clip: float = bounded(1.0, gt=0.0)
+        logvar_coef: float = bounded(0.001, ge=0.0)  # c_lv of the follower's NLL
         per_sample_grads: str = "structured"  # structured | vmap | loop
 
     def __init__(self, cfg: Config | None = None) -> None:
@@ -834,12 +836,11 @@ class _Timer:
     """Wall-clock laps (synchronising CUDA so that a lap measures the work, not the launch)."""
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
         self.last = time.perf_counter()
 
     def lap(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
+        synchronize(self.device)  # this run's GPU, not GPU 0
         now = time.perf_counter()
         out, self.last = now - self.last, now
         return out

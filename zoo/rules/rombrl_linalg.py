@@ -17,7 +17,6 @@ Z is [m·h, p], exactly the row matrices of rombrl.md §4.4.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -179,8 +178,14 @@ def kkt_direction(
 
 @dataclass
 class CGInfo:
-    iterations: int
-    residual: float  # final ‖b − Mx‖ / ‖b‖
+    iterations: torch.Tensor | int  # products with A the solve used (a 0-d tensor on the solve's device)
+    residual: torch.Tensor | float  # final ‖b − Mx‖ / ‖b‖
+
+
+def default_check_every(device: torch.device) -> int:
+    """Iterations between the solvers' host reads of "all converged?": every one on the CPU (reads are free
+    there), every 16th on a GPU (a read waits for the device)."""
+    return 16 if device.type == "cuda" else 1
 
 
 def conjugate_gradient(
@@ -188,35 +193,42 @@ def conjugate_gradient(
     b: torch.Tensor,
     tol: float = 1e-10,
     max_iter: int = 100,
+    check_every: int | None = None,
 ) -> tuple[torch.Tensor, CGInfo]:
     """Solve M x = b for a symmetric positive-definite M given only ``matvec`` (Hestenes–Stiefel CG, x₀ = 0).
 
-    Stops when ‖r‖ ≤ tol·‖b‖ or after ``max_iter`` iterations. One host read per iteration.
+    Stops when ‖r‖ ≤ tol·‖b‖, when pᵀMp ≤ 0 (M not positive definite along p: x stays where it is), or after
+    ``max_iter`` iterations. The stopping tests are on-device masks (a stopped iterate takes zero steps), so the
+    result is that of stopping at once; the host reads "all stopped?" only every ``check_every`` iterations to
+    skip the remaining products (:func:`default_check_every`; ``max_iter`` or more: never).
     """
+    check_every = check_every or default_check_every(b.device)
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rs = torch.dot(r, r)
-    b_norm = float(rs.sqrt())
-    if b_norm == 0.0:
-        return x, CGInfo(0, 0.0)
-    it = 0
+    b_norm = rs.sqrt()
+    threshold = tol * b_norm
+    active = b_norm > 0
+    used = torch.zeros((), dtype=torch.long, device=b.device)
     for it in range(1, max_iter + 1):
         mp = matvec(p)
         curvature = torch.dot(p, mp)
-        if not float(curvature) > 0.0:  # M not positive definite along p (or p = 0): stop where we are
-            it -= 1
-            break
-        alpha = rs / curvature
+        active = active & (curvature > 0)
+        alpha = torch.where(active, rs / torch.where(active, curvature, torch.ones_like(curvature)), 0.0)
         x = x + alpha * p
-        r = r - alpha * mp
+        r = torch.where(active, r - alpha * mp, r)
         rs_new = torch.dot(r, r)
-        if float(rs_new.sqrt()) <= tol * b_norm:
-            rs = rs_new
+        used = used + active.long()
+        going = active & (rs_new.sqrt() > threshold)
+        beta = torch.where(going, rs_new / torch.where(going, rs, torch.ones_like(rs)), 0.0)
+        p = torch.where(going, r + beta * p, p)
+        rs = torch.where(active, rs_new, rs)
+        active = going
+        if it % check_every == 0 and it < max_iter and not bool(active):
             break
-        p = r + (rs_new / rs) * p
-        rs = rs_new
-    return x, CGInfo(it, float(rs.sqrt()) / b_norm)
+    residual = rs.sqrt() / torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
+    return x, CGInfo(used, residual)
 
 
 def gmres(
@@ -225,60 +237,76 @@ def gmres(
     tol: float = 1e-10,
     max_iter: int = 100,
     restart: int = 100,
+    check_every: int | None = None,
 ) -> tuple[torch.Tensor, CGInfo]:
     """Solve A x = b for a general non-singular A given only ``matvec``: restarted GMRES(``restart``), x₀ = 0.
 
-    Arnoldi with modified Gram–Schmidt, the small least-squares problem kept in QR form by Givens rotations; stops
-    when the residual estimate is ≤ tol·‖b‖ or after ``max_iter`` products. The reported residual is the true
-    ‖b − Ax‖/‖b‖ (one extra product). One host read per iteration.
+    Arnoldi with modified Gram–Schmidt; the small least-squares problem is kept in QR form by Givens rotations
+    (accumulated as one orthogonal matrix Qᵀ, so ``g = β·Qᵀe₁``), in float64 on the device. A cycle stops when
+    the residual estimate |g_{j+1}| ≤ tol·‖b‖, on a breakdown (‖w‖ ≤ 1e-300), or after ``max_iter`` products in
+    all. The stopping tests are on-device masks: a stopped cycle's later columns are identity columns with
+    g = 0, so they add nothing to x, and the result is that of stopping at once. The host reads "stopped?" every
+    ``check_every`` products (:func:`default_check_every`) to skip the rest. The reported residual is the true
+    ‖b − Ax‖/‖b‖ (one extra product).
     """
+    check_every = check_every or default_check_every(b.device)
+    small = {"dtype": SMALL_DTYPE, "device": b.device}
     x = torch.zeros_like(b)
-    b_norm = float(b.norm())
-    if b_norm == 0.0:
-        return x, CGInfo(0, 0.0)
+    b_norm = b.norm()
+    threshold = tol * b_norm.to(SMALL_DTYPE)
+    done = ~(b_norm > 0)
+    used = torch.zeros((), dtype=torch.long, device=b.device)
     total = 0
     while total < max_iter:
+        steps = min(restart, max_iter - total)
         r = b - matvec(x) if total else b.clone()
-        beta = float(r.norm())
-        if beta <= tol * b_norm:
-            break
-        basis = [r / beta]
-        hess: list[list[float]] = []  # columns of the rotated Hessenberg matrix (R factor)
-        cs: list[float] = []
-        sn: list[float] = []
-        g = [beta]
-        for j in range(restart):
+        beta = r.norm()
+        active = ~done & (beta.to(SMALL_DTYPE) > threshold)
+        basis = [torch.where(active, r / torch.where(active, beta, torch.ones_like(beta)), 0.0)]
+        q_t = torch.eye(steps + 1, **small)  # the product of the Givens rotations so far
+        R = torch.eye(steps, **small)
+        g_used = torch.zeros(steps, **small)
+        estimate = beta.to(SMALL_DTYPE)  # |g_k|: the residual estimate after the last active column
+        columns = 0
+        for j in range(steps):
             w = matvec(basis[j])
             total += 1
-            col = []
+            columns += 1
+            h = []
             for q in basis:
-                hij = float(torch.dot(q, w))
+                hij = torch.dot(q, w)
                 w = w - hij * q
-                col.append(hij)
-            h_next = float(w.norm())
-            for i in range(j):  # previous rotations
-                col[i], col[i + 1] = cs[i] * col[i] + sn[i] * col[i + 1], -sn[i] * col[i] + cs[i] * col[i + 1]
-            denom = math.hypot(col[j], h_next)
-            c_j, s_j = (1.0, 0.0) if denom == 0.0 else (col[j] / denom, h_next / denom)
-            col[j] = denom
-            cs.append(c_j)
-            sn.append(s_j)
-            g.append(-s_j * g[j])
-            g[j] = c_j * g[j]
-            hess.append(col)
-            if abs(g[j + 1]) <= tol * b_norm or total >= max_iter or h_next <= 1e-300:
+                h.append(hij)
+            h_next = w.norm()
+            col = torch.stack(h).to(SMALL_DTYPE)
+            col = q_t[: j + 1, : j + 1] @ col  # the previous rotations
+            denom = torch.hypot(col[j], h_next.to(SMALL_DTYPE))
+            nonzero = active & (denom > 0)
+            safe = torch.where(nonzero, denom, torch.ones_like(denom))
+            c = torch.where(nonzero, col[j] / safe, 1.0)
+            s = torch.where(nonzero, h_next.to(SMALL_DTYPE) / safe, 0.0)
+            col = torch.cat([col[:j], torch.where(active, denom, 1.0).unsqueeze(0)])
+            R[: j + 1, j] = torch.where(active, col, R[: j + 1, j])
+            row_j, row_next = q_t[j].clone(), q_t[j + 1].clone()
+            q_t[j], q_t[j + 1] = c * row_j + s * row_next, -s * row_j + c * row_next
+            g = beta.to(SMALL_DTYPE) * q_t[:, 0]
+            g_used[j] = torch.where(active, g[j], 0.0)
+            estimate = torch.where(active, g[j + 1].abs(), estimate)
+            used = used + active.long()
+            active = active & (g[j + 1].abs() > threshold) & (h_next > 1e-300)
+            if j + 1 < steps:
+                basis.append(torch.where(active, w / torch.where(active, h_next, torch.ones_like(h_next)), 0.0))
+            if (j + 1) % check_every == 0 and j + 1 < steps and not bool(active):
                 break
-            basis.append(w / h_next)
-        k = len(hess)
-        R = torch.zeros(k, k, dtype=SMALL_DTYPE)
-        for jj, col in enumerate(hess):
-            R[: jj + 1, jj] = torch.tensor(col[: jj + 1], dtype=SMALL_DTYPE)
-        y = torch.linalg.solve_triangular(R, torch.tensor(g[:k], dtype=SMALL_DTYPE).unsqueeze(1), upper=True)[:, 0]
-        x = x + (y.to(b.dtype).to(b.device) @ torch.stack(basis[:k]))
-        if abs(g[k]) <= tol * b_norm:
-            break
-    residual = float((b - matvec(x)).norm()) / b_norm
-    return x, CGInfo(total, residual)
+        k = columns
+        y = torch.linalg.solve_triangular(R[:k, :k], g_used[:k].unsqueeze(1), upper=True)[:, 0]
+        x = x + (y.to(b.dtype) @ torch.stack(basis[:k]))
+        done = done | (estimate <= threshold)
+        if total < max_iter and not bool(done):  # one read per restart cycle
+            continue
+        break
+    residual = (b - matvec(x)).norm() / torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
+    return x, CGInfo(used, residual)
 
 
 class ExactOperator:

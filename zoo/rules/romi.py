@@ -44,12 +44,14 @@ Choices (ours, documented):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from zoo.config import bounded
+from zoo.device import device_adam
 from zoo.protocols import Context, Rule
 from zoo.registry import register
 from zoo.rules import romi_math as rm
@@ -87,32 +89,32 @@ class RomiRule(Rule):
     class Config:
         """Keys of romi.md §6-§7 with the code's defaults (§7 switch names without the ``romi.`` prefix)."""
 
-        every: int = 1000  # policy steps between model phases
-        iterations: int = 1000  # model-phase iterations (one ψ step and one ν step each)
-        batch_size: int = 256
-        model_lr: float = 3e-4  # the phase's own Adam over ψ, persistent across phases
-        weight_lr: float = 1e-4  # Adam_ν
-        weight_hidden: list[int] = field(default_factory=lambda: [256, 256])
-        weight_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+        every: int = bounded(1000, ge=0)  # policy steps between model phases
+        iterations: int = bounded(1000, ge=0)  # model-phase iterations (one ψ step and one ν step each)
+        batch_size: int = bounded(256, ge=1)
+        model_lr: float = bounded(3e-4, gt=0.0)  # the phase's own Adam over ψ, persistent across phases
+        weight_lr: float = bounded(1e-4, gt=0.0)  # Adam_ν
+        weight_hidden: list[int] = bounded(default_factory=lambda: [256, 256], ge=1)
+        weight_range: list[float] = bounded(default_factory=lambda: [0.5, 2.0], ge=0.0)
         weight_inputs: str = "sa"  # sa (code) | sas (paper)
-        eps: float = 0.01  # ξ: the relative radius ε of the uncertainty set
+        eps: float = bounded(0.01, ge=0.0)  # ξ: the relative radius ε of the uncertainty set
         uset: str = "sampled_relative"  # sampled_relative | sampled_absolute | pgd
-        uset_samples: int = 10
+        uset_samples: int = bounded(10, ge=0)
         uset_center: bool = True
-        pgd_steps: int = 10  # only for uset = "pgd"
-        groups: int = 4
-        r_scale: float = 0.01
-        baseline_ema: float = 0.1
+        pgd_steps: int = bounded(10, ge=1)  # only for uset = "pgd"
+        groups: int = bounded(4, ge=1)
+        r_scale: float = bounded(0.01, ge=0.0)
+        baseline_ema: float = bounded(0.1, ge=0.0, le=1.0)
         hypergrad_sign: int = 1  # σ_h: +1 (code) | -1 (textbook), romi.md §5
         hypergrad: str = "one_step"  # one_step | exact (CG on Hessian-vector products)
         outer_grad: str = "jvp"  # jvp | vjp (how ⟨direction, g_k⟩ is computed; same numbers)
-        cg_iters: int = 20
-        cg_damping: float = 0.0
-        cg_tol: float = 1e-10
+        cg_iters: int = bounded(20, ge=1)
+        cg_damping: float = bounded(0.0, ge=0.0)
+        cg_tol: float = bounded(1e-10, gt=0.0)
         value_critics: str = "target"  # target | online
         value_entropy: bool = False
         rvl_members: str = "all"  # all | elites
-        rvl_coef: float = 0.0
+        rvl_coef: float = bounded(0.0, ge=0.0)
         phase_regularizers: bool = False
         share_init_across_seeds: bool = False
 
@@ -147,11 +149,11 @@ class RomiRule(Rule):
             in_dim = d_s + d_a + (d_s if cfg.weight_inputs == "sas" else 0)
             low, high = cfg.weight_range
             self.weight_net = WeightNet(in_dim, list(cfg.weight_hidden), low, high).to(device=device, dtype=dtype)
-            self.weight_optimizer = torch.optim.Adam(self.weight_net.parameters(), lr=cfg.weight_lr)
+            self.weight_optimizer = device_adam(self.weight_net.parameters(), lr=cfg.weight_lr)
             self.baseline = torch.zeros((), dtype=dtype, device=device)
         self._params = list(model.model_parameters())
         self._names = rm.parameter_names(model, self._params) if cfg.outer_grad == "jvp" else []
-        self.model_optimizer = torch.optim.Adam(self._params, lr=cfg.model_lr)
+        self.model_optimizer = device_adam(self._params, lr=cfg.model_lr)
         self._model = model
         if self._pending is not None:
             state, self._pending = self._pending, None

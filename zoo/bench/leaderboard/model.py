@@ -127,7 +127,7 @@ def label_order(label: str) -> tuple[tuple[int, float, str], ...]:
 def setting_of(key: str) -> Setting:
     """The :class:`Setting` of a ``setting_key`` column value."""
     d = json.loads(key)
-    return Setting(d.get("preset"), tuple(d.get("set", ())))
+    return Setting(d.get("preset"), tuple(d.get("set", ())), str(d.get("device", "cpu")))
 
 
 def _suite_info(suite: str) -> tuple[list[str], str, bool]:
@@ -180,6 +180,9 @@ def build_leaderboards(
     if runs.empty:
         return []
     unreadable = runs[runs["status"] == "unreadable"]
+    # A finished run without a score (eval.episodes = 0: nothing was evaluated) never enters a table, nor
+    # displaces a scored run of its cell as the latest one.
+    runs = runs[(runs["status"] != "finished") | runs["score"].notna()]
     runs = latest_runs(runs[runs["status"] != "unreadable"])
     runs = runs.sort_values(["suite", "setting_key", "task", "label", "seed"], kind="stable")
     if with_curves and curves is None:
