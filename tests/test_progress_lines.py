@@ -58,7 +58,7 @@ def test_plain_lines_at_each_evaluation_and_every_minute(
 def test_bench_prints_a_line_per_run_started_and_finished_with_counts_and_eta(tmp_path: Path) -> None:
     plan = expand_grid(["quick"], ["mopo", "mbpo"], [0, 1], tasks=["pendulum-random"])
     stream = io.StringIO()
-    run_plan(plan, tmp_path, ScriptedExecutor(tmp_path), WorkerEnv(), SweepView(Console(file=stream, width=300)))
+    run_plan(plan, tmp_path, ScriptedExecutor(tmp_path), WorkerEnv(), SweepView(Console(file=stream, width=80)))
     lines = stream.getvalue().splitlines()
     started = [line for line in lines if line.startswith("started ")]
     done = [line for line in lines if line.startswith("done ")]

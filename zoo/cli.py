@@ -159,8 +159,9 @@ def train(
     else:
         score = f"score {result['score']:.1f} (return {result['return']:.1f}, last {result['score_evals']} evals)"
     status = "[bold yellow]diverged[/]" if result.get("diverged") else "[bold green]done[/]"
-    console.print(f"{status} {result['algo']} on {result['task']} seed {result['seed']}: {score}")
-    console.print(json.dumps({k: result[k] for k in ("score", "return", "steps", "wall_s")}))
+    console.print(f"{status} {result['algo']} on {result['task']} seed {result['seed']}: {score}", soft_wrap=True)
+    # one line whatever the width (a script or a log file reads it)
+    console.print(json.dumps({k: result[k] for k in ("score", "return", "steps", "wall_s")}), soft_wrap=True)
 
 
 @app.command()

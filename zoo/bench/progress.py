@@ -70,7 +70,7 @@ class SweepView:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
             self._live.__enter__()
         else:
-            self.console.print(Text(self.header))
+            self.console.print(Text(self.header), soft_wrap=True)
 
     def job_started(self, job: Any) -> None:
         entry = {"kind": job.kind, "started": time.time(), "step": 0, "score": None}
@@ -205,5 +205,6 @@ class SweepView:
             self.recent.append(line)
             self._refresh()
         else:
-            self.console.print(f"{line} [dim]· {escape(self.counts())}[/]", highlight=False)
+            # soft_wrap: one event, one line, whatever the console's width (a log file has none)
+            self.console.print(f"{line} [dim]· {escape(self.counts())}[/]", highlight=False, soft_wrap=True)
             self.console.file.flush()
