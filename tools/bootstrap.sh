@@ -8,14 +8,14 @@
 #   PYTHON       the interpreter that creates it (default python3; the project needs Python >= 3.11)
 #   ZOO_TORCH    the torch requirement installed when none is importable (default torch==2.13.0: pip takes
 #                the platform's default build; pass e.g. "torch --index-url <your CUDA wheel index>")
-#   ZOO_EXTRAS   the project's extras (default test,ray)
+#   ZOO_EXTRAS   the project's extras (default test,ray,wandb: the W&B logger's offline test runs when it is installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 ZOO_TORCH=${ZOO_TORCH:-torch==2.13.0}
-ZOO_EXTRAS=${ZOO_EXTRAS:-test,ray}
+ZOO_EXTRAS=${ZOO_EXTRAS:-test,ray,wandb}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if [ ! -x "$VENV/bin/python" ]; then

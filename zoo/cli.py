@@ -65,6 +65,10 @@ ConfigDirOpt = Annotated[
     list[Path] | None, typer.Option("--config-dir", help="Extra directory with algos/, suites/, presets/.")
 ]
 PluginOpt = Annotated[list[str] | None, typer.Option("--plugin", help="Import a module that registers components.")]
+LoggerOpt = Annotated[
+    list[str] | None,
+    typer.Option("--logger", help="Extra loggers besides metrics.jsonl, e.g. --logger tensorboard,wandb (zoo list)."),
+]
 
 
 @app.command("list")
@@ -107,13 +111,17 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
     download: Annotated[bool, typer.Option(help="Download the dataset if it is not cached.")] = False,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress: a bar on a terminal, one line per evaluation in a file or pipe.")
+    ] = True,
+    logger: LoggerOpt = None,
     config_dir: ConfigDirOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Train one algorithm on one task and write its run directory."""
     _setup(config_dir, plugin)
-    from zoo.engine.run import resolve_run, train_run
+    from zoo.api import train as api_train
+    from zoo.engine.run import resolve_run
     from zoo.tasks.task import get_task
 
     _stop_on_signals()
@@ -125,7 +133,7 @@ def train(
     from zoo.engine.trainer import TrainingInterrupted
 
     try:
-        result = train_run(
+        result = api_train(
             algo,
             task,
             seed=seed,
@@ -138,6 +146,7 @@ def train(
             progress=progress,
             download=download,
             log=console.print,
+            loggers=logger,
         )
     except TrainingInterrupted as stop:
         err_console.print(f"[yellow]{escape(str(stop))}[/]")
@@ -150,8 +159,9 @@ def train(
     else:
         score = f"score {result['score']:.1f} (return {result['return']:.1f}, last {result['score_evals']} evals)"
     status = "[bold yellow]diverged[/]" if result.get("diverged") else "[bold green]done[/]"
-    console.print(f"{status} {result['algo']} on {result['task']} seed {result['seed']}: {score}")
-    console.print(json.dumps({k: result[k] for k in ("score", "return", "steps", "wall_s")}))
+    console.print(f"{status} {result['algo']} on {result['task']} seed {result['seed']}: {score}", soft_wrap=True)
+    # one line whatever the width (a script or a log file reads it)
+    console.print(json.dumps({k: result[k] for k in ("score", "return", "steps", "wall_s")}), soft_wrap=True)
 
 
 @app.command()
@@ -194,6 +204,7 @@ def bench(
     live: Annotated[
         bool | None, typer.Option("--live/--no-live", help="Live progress view (default: on a terminal).")
     ] = None,
+    logger: LoggerOpt = None,
     config_dir: ConfigDirOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
@@ -201,8 +212,8 @@ def bench(
 
     With no arguments: the quick suite, every recipe, the quick budget preset, 2 seeds."""
     _setup(config_dir, plugin)
+    from zoo.bench.api import run_sweep
     from zoo.bench.scheduler import SweepInterrupted
-    from zoo.bench.sweep import bench as run_bench
 
     _stop_on_signals()
     if device is not None:  # no CUDA here: one error now, not a failed run per job
@@ -219,7 +230,7 @@ def bench(
         if value is not None:
             executor_cfg[key] = value
     try:
-        outcome = run_bench(
+        outcome = run_sweep(
             suites=suite,
             algos=[algos] if algos else None,
             seeds=seeds,
@@ -236,9 +247,10 @@ def bench(
             dry_run=dry_run,
             device=device,
             plugins=plugin,
-            config_dirs=[str(d) for d in config_dir or []],
+            config_dirs=config_dir,
             console=console,
             live=live,
+            loggers=logger,
         )
     except SweepInterrupted as stop:
         err_console.print(f"[yellow]{escape(str(stop))}[/]")

@@ -164,6 +164,12 @@ class TopLevel:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = bounded(1000, ge=1)  # steps between metric reads (the only host syncs of the loop)
     checkpoint_every: int = bounded(10_000, ge=0)  # steps between checkpoints (0: only at the end)
+    loggers: list[str] = field(default_factory=list)  # extra loggers (kind "logger"); jsonl is always on
+    diagnostics: bool = True  # model diagnostics after pretraining and each rule phase (zoo.engine.diagnostics)
+
+
+# Keys that change what a run reports, not what it computes: left out of the config hash (with the seed).
+UNHASHED_KEYS = ("seed", "loggers", "diagnostics")
 
 
 @dataclass
@@ -197,6 +203,8 @@ class RunConfig:
     device: str = "auto"
     log_every: int = 1000
     checkpoint_every: int = 10_000
+    loggers: list[str] = field(default_factory=list)
+    diagnostics: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
@@ -218,13 +226,15 @@ class RunConfig:
         return out
 
     def hash(self) -> str:
-        """Identity of the configuration across seeds: sha256 of the tree without the seed (12 hex), with the
-        device as its kind (``cpu`` or ``cuda``; ``auto`` as it resolves here), so CPU and GPU runs never share a
-        run directory or a leaderboard cell while ``cuda:0`` and ``cuda:1`` do (issue 13)."""
+        """Identity of the configuration across seeds: sha256 of the tree without the seed, the loggers and the
+        diagnostics switch (12 hex), with the device as its kind (``cpu`` or ``cuda``; ``auto`` as it resolves
+        here), so CPU and GPU runs never share a run directory or a leaderboard cell while ``cuda:0`` and
+        ``cuda:1`` do (issue 13)."""
         from zoo.device import device_kind
 
         tree = self.tree()
-        tree.pop("seed")
+        for key in UNHASHED_KEYS:
+            tree.pop(key)
         tree["device"] = device_kind(self.device)
         blob = json.dumps(tree, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

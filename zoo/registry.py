@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-KINDS: tuple[str, ...] = ("dynamics", "penalty", "rule", "learner", "suite", "executor")
+KINDS: tuple[str, ...] = ("dynamics", "penalty", "rule", "learner", "suite", "executor", "logger")
 ENTRY_POINT_GROUP = "zoo.components"
 
 # Modules of the zoo itself that register components when imported.
@@ -30,6 +30,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "zoo.learners",
     "zoo.tasks.suites",
     "zoo.bench.executors",
+    "zoo.loggers",
 )
 
 T = TypeVar("T")
@@ -44,6 +45,11 @@ class UnknownComponentError(KeyError):
 
 class ConfigKeyError(ValueError):
     """A configuration key that the component does not know."""
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency of the chosen component (executor, logger) is not installed; the message says how to
+    install it."""
 
 
 class Registry:

@@ -32,12 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from zoo.bench.jobs import WorkerEnv, prepare_worker
-from zoo.registry import register
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency of the chosen executor is not installed; the message says how to install it."""
-
+from zoo.registry import MissingExtraError, register
 
 RAY_INSTALL_HINT = (
     "the ray executor needs Ray, an optional extra: pip install 'mbrl-zoo[ray]' "

@@ -127,6 +127,7 @@ def train_job(env: WorkerEnv, payload: dict[str, Any]) -> dict[str, Any]:
             resume=payload["resume"],
             progress=False,
             preset=payload.get("preset"),
+            loggers=payload.get("loggers"),
         )
     except Exception as err:  # the run's error.json is written by train_run; send the files back below
         error = err

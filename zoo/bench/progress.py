@@ -2,7 +2,8 @@
 
 On a terminal it is a rich ``Live`` display refreshed twice a second; per-run progress is read from the tail of
 each running run's ``metrics.jsonl`` (written every ``log_every`` steps), so it works with any executor whose
-workers share the results directory. Elsewhere (CI logs, pipes) it prints one line per event instead.
+workers share the results directory. Elsewhere (CI logs, pipes, a file) it prints one flushed line per event
+instead: every run started, finished or failed, each with the overall counts and the ETA (issue 12, item 1).
 Event lines carry rich markup for their colours; every user-given piece (sweep labels such as
 ``mopo[penalty.coef=2.0]``, task names, error messages) is escaped so that it prints verbatim.
 """
@@ -69,7 +70,7 @@ class SweepView:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
             self._live.__enter__()
         else:
-            self.console.print(Text(self.header))
+            self.console.print(Text(self.header), soft_wrap=True)
 
     def job_started(self, job: Any) -> None:
         entry = {"kind": job.kind, "started": time.time(), "step": 0, "score": None}
@@ -78,6 +79,8 @@ class SweepView:
         else:
             entry.update(total=0, label=job.pretrain.label)
         self.running[job.id] = entry
+        if job.kind == "run" and self._live is None:
+            self._event(f"[cyan]started[/] {_name(job.spec)}")
         self._refresh()
 
     def pretrain_done(self, job: Any, value: dict[str, Any]) -> None:
@@ -188,9 +191,20 @@ class SweepView:
         if self._live is not None:
             self._live.update(self.render())
 
+    def counts(self) -> str:
+        """Overall state in one line: finished/total, running, failed, elapsed and ETA."""
+        eta = self.eta()
+        running = sum(e["kind"] == "run" for e in self.running.values())
+        return (
+            f"{self.done_before + self.done}/{self.total} done, {running} running, {self.failed} failed, "
+            f"elapsed {_duration(time.time() - self.start_time)}, ETA {_duration(eta) if eta is not None else '-'}"
+        )
+
     def _event(self, line: str) -> None:
         if self._live is not None:
             self.recent.append(line)
             self._refresh()
         else:
-            self.console.print(line, highlight=False)
+            # soft_wrap: one event, one line, whatever the console's width (a log file has none)
+            self.console.print(f"{line} [dim]· {escape(self.counts())}[/]", highlight=False, soft_wrap=True)
+            self.console.file.flush()

@@ -177,6 +177,7 @@ def run_plan(
     view: Any,
     retry_failed: bool = False,
     device: str | None = None,
+    loggers: list[str] | None = None,
 ) -> BenchReport:
     """Run every unfinished run of ``plan``; returns the report (raises SweepInterrupted on Ctrl-C)."""
     out = Path(out)
@@ -222,6 +223,7 @@ def run_plan(
                 device,
                 resume=job.spec.id not in restart_fresh,
                 return_files=executor.returns_files,
+                loggers=list(loggers or []),
             )
             fut = executor.submit(train_job, payload)
         inflight[fut] = job

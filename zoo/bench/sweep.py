@@ -187,16 +187,21 @@ def bench(
     live: bool | None = None,
     formats: tuple[str, ...] | None = None,
     reps: int | None = None,
+    loggers: list[str] | str | None = None,
 ) -> BenchOutcome:
-    """Expand the grid, run what is not finished, write and print the leaderboard."""
+    """Expand the grid, run what is not finished, write and print the leaderboard. ``loggers``: extra loggers
+    (kind ``logger``) of every run, checked before anything starts."""
     from zoo.bench.executors import make_executor
     from zoo.bench.jobs import WorkerEnv
     from zoo.bench.leaderboard import FORMATS, render_rich, write_leaderboards
     from zoo.bench.progress import SweepView
     from zoo.bench.scheduler import classify, ensure_datasets, run_plan
+    from zoo.loggers import check_loggers, logger_names
 
     console = console or Console()
     out = Path(out).resolve()
+    extra_loggers = logger_names(loggers)[1:]
+    check_loggers(extra_loggers)
     suites = split_list(suites) or [DEFAULT_SUITE]
     recipes = split_list(algos) or all_recipes()
     chosen = choose_preset(preset, suites)
@@ -236,7 +241,9 @@ def bench(
     view = SweepView(console, live=live)
     if state.todo:
         runner.start(env)
-    outcome.report = run_plan(plan, out, runner, env, view, retry_failed=retry_failed, device=device)
+    outcome.report = run_plan(
+        plan, out, runner, env, view, retry_failed=retry_failed, device=device, loggers=extra_loggers
+    )
     outcome.boards, outcome.written = write_leaderboards(out, suites=plan.suites, formats=formats or FORMATS, reps=reps)
     mine = {spec.setting.key() for spec in plan.runs}
     for board in outcome.boards:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -417,7 +419,12 @@ class GaussianEnsemble(nn.Module):
             elites=elites,
             member_holdout=best_list,
             train_loss=train_loss,
-            extra={"holdout_size": n_hold, "train_size": n_tr, "holdout_history": history},
+            extra={
+                "holdout_size": n_hold,
+                "train_size": n_tr,
+                "holdout_history": history,
+                "holdout_rows": hold_idx.tolist() if n_hold else [],  # the model diagnostics' held-out rows
+            },
         )
 
     @torch.no_grad()
@@ -521,7 +528,37 @@ def _adam_kwargs(device: torch.device) -> dict[str, Any]:
     return {"foreach": True}
 
 
+class _PlainFitProgress:
+    """The fit's progress off a terminal (a file, a pipe): a flushed line at the start, at least every minute, and at
+    the end, instead of a live bar that a file would only see when it is gone (issue 12, item 1)."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self.start = self.last = time.time()
+        self.description = ""
+        self._print("fitting dynamics: started")
+
+    def _print(self, text: str) -> None:
+        elapsed = int(time.time() - self.start)
+        print(f"{text} (elapsed {elapsed // 60}:{elapsed % 60:02d})", file=sys.stdout, flush=True)
+
+    def add_task(self, description: str, total: Any = None) -> int:
+        return 0
+
+    def update(self, task: int, advance: int = 1, description: str = "") -> None:
+        self.description = description
+        if time.time() - self.last >= self.EVERY_S:
+            self.last = time.time()
+            self._print(f"fitting dynamics: {description}")
+
+    def stop(self) -> None:
+        self._print(f"fitting dynamics: done, {self.description}")
+
+
 def _progress_bar() -> Any:
+    if not sys.stdout.isatty():
+        return _PlainFitProgress()
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False)

@@ -173,9 +173,14 @@ def train_run(
     preset: dict[str, Any] | None = None,
     download: bool = False,
     log: Any = None,
+    loggers: list[str] | str | None = None,
 ) -> dict[str, Any]:
-    """Resolve, build and train one run; write its directory; return the result record."""
+    """Resolve, build and train one run; write its directory; return the result record.
+
+    ``loggers`` (names of kind ``logger``, besides the always-on jsonl and the config's ``loggers``) are checked
+    before anything is written: an unknown name or a missing extra fails at once."""
     from zoo.engine.trainer import resolve_device
+    from zoo.loggers import check_loggers, logger_names
     from zoo.tasks.suites import load_suite
     from zoo.tasks.task import get_task
 
@@ -187,6 +192,8 @@ def train_run(
     if suite_name != "custom":
         suite_obj = load_suite(suite_name)
         noise, noise_scale = suite_obj.noise, suite_obj.noise_scale
+    extra_loggers = logger_names(loggers)[1:]
+    check_loggers(logger_names(cfg.loggers, extra_loggers))
     run_id = RunId(suite_name, task, cfg.algo, cfg.hash(), seed)
     run_dir = run_id.path(out)
     result_path = run_dir / "result.json"
@@ -195,7 +202,9 @@ def train_run(
     resolve_device(cfg.device)  # no CUDA: an error now, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir, log):
-        return _train_locked(cfg, task, task_obj, run_id, out, noise, noise_scale, resume, progress, download, log)
+        return _train_locked(
+            cfg, task, task_obj, run_id, out, noise, noise_scale, resume, progress, download, log, extra_loggers
+        )
 
 
 def _write_error(run_dir: Path, err: BaseException, step: int) -> None:
@@ -219,6 +228,7 @@ def _train_locked(
     progress: bool,
     download: bool,
     log: Any,
+    extra_loggers: list[str],
 ) -> dict[str, Any]:
     """The body of :func:`train_run` while it holds the run directory's lock."""
     from zoo.engine.rollout import DivergenceError
@@ -253,6 +263,8 @@ def _train_locked(
         progress=progress,
         download=download,
         log=log,
+        suite=suite_name,
+        loggers=extra_loggers,
     )
     diverged: str | None = None
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -39,11 +40,13 @@ from zoo.config import RunConfig
 from zoo.data.transitions import Transitions
 from zoo.device import resolve_device, rng_states, set_exact_numerics, set_rng_states
 from zoo.engine.buffer import RingBuffer
+from zoo.engine.diagnostics import ModelDiagnostics, plot_diagnostics
 from zoo.engine.evaluate import EvalResult, eval_seed, evaluate_policy
 from zoo.engine.normalizer import ObsNormalizer
 from zoo.engine.pretrain import pretrained_dynamics
 from zoo.engine.rollout import DivergenceError, model_rollout
 from zoo.io import atomic_torch_save
+from zoo.loggers import LoggerSet, RunInfo, logger_names
 from zoo.protocols import Batch, Context, EnvSpec
 
 STEPS_PER_EPOCH = 1000  # "epoch" in every spec: 1000 gradient steps
@@ -81,6 +84,9 @@ class Trainer:
         download: bool = False,
         data: Transitions | None = None,
         log: Callable[[str], None] | None = None,
+        suite: str = "custom",
+        loggers: list[str] | None = None,
+        diagnostics: bool = True,
     ) -> None:
         self.cfg = cfg
         self.task = task
@@ -91,6 +97,12 @@ class Trainer:
         self.download = download
         self._raw_data = data
         self.log = log or (lambda msg: None)
+        self.suite = suite
+        self.extra_loggers = list(loggers or [])
+        self.diagnostics_enabled = diagnostics
+        self.diagnostics: list[dict[str, Any]] = []  # one record per diagnosis (model/kstep_k, ...)
+        self._diagnose: ModelDiagnostics | None = None
+        self._logs: LoggerSet | None = None
         self.device = resolve_device(cfg.device)
         self.evaluations: list[Evaluation] = []
         self.step = 0
@@ -342,6 +354,7 @@ class Trainer:
         if resume and self.load_checkpoint():
             start_step = self.step
             _truncate_metrics(metrics_path, start_step)
+            self.diagnostics = _records_of_kind(metrics_path, "model")  # the plot keeps the points before the stop
             self.log(f"resuming at step {start_step}")
         elif metrics_path.exists():
             metrics_path.unlink()
@@ -351,8 +364,19 @@ class Trainer:
                 previous_handlers[signum] = signal.signal(signum, self._request_stop)
             except ValueError:  # not the main thread (e.g. inside a worker): no handler
                 break
+        run = RunInfo(
+            self.run_dir, self.suite, self.task.name, self.cfg.algo, self.cfg.hash(), self.cfg.seed,
+            self.cfg.tree(), start_step, metrics_path,
+        )
         try:
-            with open(metrics_path, "a") as metrics_fh:
+            self._logs = LoggerSet.build(logger_names(self.cfg.loggers, self.extra_loggers), run)
+            try:
+                if self.model is not None and self.diagnostics_enabled and self.cfg.diagnostics:
+                    fit_extra = (self.fit_report.extra or {}) if self.fit_report is not None else {}
+                    self._diagnose = ModelDiagnostics.prepare(
+                        self.data, self.cfg.seed, fit_extra.get("holdout_rows"),
+                        with_penalty=self.cfg.penalty.name != "none",
+                    )
                 if start_step == 0:
                     info = self.rule.before_training(self.ctx) or {}
                     if self.fit_report is not None:
@@ -362,19 +386,47 @@ class Trainer:
                             "pretrain/cached": bool(self.pretrain_cached),
                             **info,
                         }
-                    _write(metrics_fh, {"step": 0, "kind": "setup", **info})
+                    self._record({"step": 0, "kind": "setup", **info})
+                    self.diagnose(0)
                 elif self.uses_model and not self.buffer_restored and start_step % self.cfg.rollout.every:
                     # A checkpoint without the model buffer (older versions): refill it with one fresh round,
                     # unless the loop is about to roll out at this very step anyway.
                     self.ctx.step = start_step
-                    _write(metrics_fh, {"step": start_step, "kind": "rollout", **self.rollout()})
-                self._loop(start_step, metrics_fh)
+                    self._record({"step": start_step, "kind": "rollout", **self.rollout()})
+                self._loop(start_step)
+            finally:
+                self._logs.close()
+                self._plot_diagnostics()
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
         return self.summary(wall_s=self.wall_s())
 
-    def _loop(self, start_step: int, metrics_fh: Any) -> None:
+    def _record(self, record: dict[str, Any]) -> None:
+        """One metrics record to every logger of the run (metrics.jsonl always)."""
+        assert self._logs is not None
+        self._logs.log(_floats(record))
+
+    def diagnose(self, step: int) -> dict[str, float]:
+        """The model diagnostics (zoo.engine.diagnostics) at this step, logged as a ``model`` record."""
+        if self._diagnose is None or self.model is None:
+            return {}
+        values = self._diagnose.measure(self.model, self.penalty, self.ctx)
+        record = {"step": step, "kind": "model", **values}
+        self.diagnostics.append(record)
+        self._record(record)
+        return values
+
+    def _plot_diagnostics(self) -> None:
+        """model_diagnostics.png in the run directory; a failing plot never fails the run."""
+        if not self.diagnostics:
+            return
+        try:
+            plot_diagnostics(self.diagnostics, self.run_dir / "model_diagnostics.png")
+        except Exception as err:  # noqa: BLE001 (matplotlib failures are many and never the run's fault)
+            self.log(f"[yellow]warning:[/] model diagnostics plot not written: {type(err).__name__}: {err}")
+
+    def _loop(self, start_step: int) -> None:
         cfg = self.cfg
         target_penalty = None
         if getattr(self.penalty, "stage", "rollout") == "target":
@@ -383,14 +435,16 @@ class Trainer:
             def target_penalty(batch: Batch, learner: Any) -> torch.Tensor:
                 return penalty(batch, learner, ctx)
 
-        progress = _Progress(cfg.steps, start_step, enabled=self.progress, label=f"{cfg.algo} {self.task.name}")
+        progress = _Progress(
+            cfg.steps, start_step, enabled=self.progress, label=f"{cfg.algo} {self.task.name}", plain=_plain_output()
+        )
         tick = time.time()
         with progress:
             for t in range(start_step, cfg.steps):
                 self.step = t
                 self.ctx.step = t
                 if self.uses_model and t % cfg.rollout.every == 0:
-                    _write(metrics_fh, {"step": t, "kind": "rollout", **self.rollout()})
+                    self._record({"step": t, "kind": "rollout", **self.rollout()})
                 batch = self.draw_batch()
                 batch = self.rule.on_batch(batch, self.ctx)
                 metrics = self.learner.update(batch, target_penalty=target_penalty)
@@ -400,7 +454,8 @@ class Trainer:
                 self._acc_n += 1
                 if self.rule.every and (t + 1) % self.rule.every == 0:
                     rule_metrics = self.rule.update(self.ctx) or {}
-                    _write(metrics_fh, {"step": t + 1, "kind": "rule", **_floats(rule_metrics)})
+                    self._record({"step": t + 1, "kind": "rule", **_floats(rule_metrics)})
+                    self.diagnose(t + 1)
                 if (t + 1) % STEPS_PER_EPOCH == 0 and hasattr(self.learner, "epoch_end"):
                     self.learner.epoch_end()
                 last = t + 1 == cfg.steps
@@ -410,11 +465,11 @@ class Trainer:
                     values["sps"] = self._acc_n / max(now - tick, 1e-9)
                     tick, self._acc, self._acc_n = now, {}, 0
                     self._check_divergence(values, t + 1)
-                    _write(metrics_fh, {"step": t + 1, "kind": "train", **values})
+                    self._record({"step": t + 1, "kind": "train", **values})
+                    progress.losses = values
                 if cfg.eval.episodes > 0 and ((t + 1) % cfg.eval.every == 0 or last):
                     ev = self.evaluate()
-                    _write(
-                        metrics_fh,
+                    self._record(
                         {
                             "step": t + 1,
                             "kind": "eval",
@@ -424,14 +479,13 @@ class Trainer:
                             "length_mean": ev.length_mean,
                         },
                     )
-                    progress.score = ev.score
+                    progress.evaluated(t + 1, ev.score, ev.return_mean)
                 progress.advance(t + 1)
                 self.step = t + 1
                 if (cfg.checkpoint_every and (t + 1) % cfg.checkpoint_every == 0) or last:
                     self.save_checkpoint()
                 if self._stop_requested:
                     self.save_checkpoint()
-                    metrics_fh.flush()
                     raise TrainingInterrupted(f"stopped at step {t + 1}; continue with --resume")
 
     def _check_divergence(self, values: dict[str, float], step: int) -> None:
@@ -484,9 +538,17 @@ def _floats(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _write(fh: Any, record: dict[str, Any]) -> None:
-    fh.write(json.dumps(_floats(record), default=str) + "\n")
-    fh.flush()
+def _records_of_kind(path: Path, kind: str) -> list[dict[str, Any]]:
+    """The records of one kind in a metrics.jsonl file (lines cut by a crash are skipped)."""
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("kind") == kind:
+            out.append(record)
+    return out
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -507,18 +569,44 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-class _Progress:
-    """A rich progress bar with the current score; silent when disabled."""
+def _plain_output() -> bool:
+    """True when stdout is not a terminal (a file, a pipe, a cluster log): plain progress lines, no live bar."""
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return True
 
-    def __init__(self, total: int, start: int, enabled: bool, label: str) -> None:
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+MAIN_LOSSES = ("critic_loss", "actor_loss", "alpha")
+PLAIN_EVERY_S = 60.0  # a plain progress line at least this often, besides one per evaluation
+
+
+class _Progress:
+    """Progress of a run: a rich bar with the current score on a terminal; elsewhere (``plain``) one flushed line
+    per evaluation and at least every minute with step, elapsed, ETA, score, return and the main losses. Silent
+    when disabled (``--no-progress``)."""
+
+    def __init__(self, total: int, start: int, enabled: bool, label: str, plain: bool = False) -> None:
         self.enabled = enabled
+        self.plain = enabled and plain
         self.total, self.start, self.label = total, start, label
         self.score: float | None = None
+        self.ret: float | None = None
+        self.losses: dict[str, float] = {}
         self._progress = None
         self._task = None
+        self._started = self._last_line = time.time()
 
     def __enter__(self) -> _Progress:
-        if self.enabled:
+        self._started = self._last_line = time.time()
+        if self.enabled and not self.plain:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
@@ -532,10 +620,38 @@ class _Progress:
             self._task = self._progress.add_task(self.label, total=self.total, completed=self.start, score="-")
         return self
 
+    def evaluated(self, completed: int, score: float, ret: float) -> None:
+        self.score, self.ret = score, ret
+        if self.plain:
+            self.line(completed)
+
     def advance(self, completed: int) -> None:
-        if self._progress is not None and (completed % 100 == 0 or completed == self.total):
+        if completed % 100 != 0 and completed != self.total:
+            return
+        if self._progress is not None:
             score = "-" if self.score is None else f"{self.score:.1f}"
             self._progress.update(self._task, completed=completed, score=score)
+        elif self.plain and time.time() - self._last_line >= PLAIN_EVERY_S:
+            self.line(completed)
+
+    def line(self, completed: int) -> str:
+        """Print (flushed) and return one progress line."""
+        now = time.time()
+        elapsed = now - self._started
+        done = completed - self.start
+        eta = elapsed * (self.total - completed) / done if done > 0 else None
+        parts = [
+            f"{self.label} step {completed}/{self.total} ({100.0 * completed / max(1, self.total):.0f}%)",
+            f"elapsed {_duration(elapsed)}",
+            f"ETA {_duration(eta) if eta is not None else '-'}",
+            f"score {self.score:.1f}" if self.score is not None else "score -",
+            f"return {self.ret:.1f}" if self.ret is not None else "return -",
+        ]
+        parts += [f"{key} {self.losses[key]:.4g}" for key in MAIN_LOSSES if key in self.losses]
+        text = " · ".join(parts)
+        print(text, file=sys.stdout, flush=True)
+        self._last_line = now
+        return text
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
