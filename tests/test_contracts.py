@@ -3,14 +3,12 @@ in ``zoo/protocols.py`` — shapes, dtypes, device, gradients where promised, st
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
 from zoo.data.transitions import Transitions
-from zoo.protocols import Batch, Context, EnvSpec, ModelStep, Rule
+from zoo.protocols import TENSOR_FIELDS, Batch, Context, EnvSpec, ModelStep, Rule
 from zoo.registry import REGISTRY
 
 SPEC = EnvSpec(obs_dim=4, act_dim=2)
@@ -60,6 +58,7 @@ def batch(n: int = B) -> Batch:
         next_obs=torch.randn(n, SPEC.obs_dim, generator=g),
         terminal=torch.zeros(n, 1),
         is_model=torch.cat([torch.zeros(n // 4, 1), torch.ones(n - n // 4, 1)]),
+        n_real=n // 4,  # as the trainer's batches say where their model rows start
     )
 
 
@@ -183,8 +182,9 @@ def test_rule_contract(name: str) -> None:
     assert isinstance(rule.before_training(ctx), dict)
     b = batch()
     out = rule.on_batch(b, ctx)
-    for field in dataclasses.fields(Batch):
-        assert getattr(out, field.name).shape == getattr(b, field.name).shape
+    for field in TENSOR_FIELDS:
+        assert getattr(out, field).shape == getattr(b, field).shape
+    assert out.n_real == b.n_real  # where the model rows start survives the rule
     if rule.every:
         assert isinstance(rule.update(ctx), dict)
     state = rule.state_dict()

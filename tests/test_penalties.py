@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -190,6 +191,29 @@ def test_mobile_equals_python_loop(form: str, ddof: int) -> None:
     assert model.calls == [(N_SAMPLES, form == "paper")]
     assert out.shape == (B, 1) and float(out[0]) == 0.0  # real row
     torch.testing.assert_close(out, torch.tensor(expected))
+
+
+def test_mobile_computes_only_the_model_rows_when_the_batch_says_where_they_start() -> None:
+    """With ``n_real`` known (the trainer's batches), u is computed on the model rows alone: the same values as
+    the whole-batch computation there, zeros on the real rows, and no model call when every row is real."""
+    offsets = torch.randn(N_SAMPLES, 3, 1, DS, generator=torch.Generator().manual_seed(5))
+    rows_seen: list[int] = []
+
+    def sample_next_states(obs, act, n, generator=None, with_reward=False):  # deterministic in obs
+        rows_seen.append(obs.shape[0])
+        states = obs + offsets
+        return (states, states[..., :1]) if with_reward else states
+
+    model = SimpleNamespace(sample_next_states=sample_next_states, elites=torch.tensor([0, 2, 1]))
+    _, batch = mobile_case()
+    pen = zoo.create("penalty", "mobile", coef=1.5, samples=N_SAMPLES)
+    whole = pen(batch, FakeLearner(), ctx_with(model))
+    model_rows_only = pen(dataclasses.replace(batch, n_real=1), FakeLearner(), ctx_with(model))
+    assert rows_seen == [B, B - 1]
+    assert float(model_rows_only[0]) == 0.0 and model_rows_only.shape == (B, 1)
+    torch.testing.assert_close(model_rows_only, whole)
+    all_real = pen(dataclasses.replace(batch, n_real=B), FakeLearner(), ctx_with(model))
+    assert torch.equal(all_real, torch.zeros(B, 1)) and rows_seen == [B, B - 1]
 
 
 def test_mobile_all_members_samples_from_forward() -> None:

@@ -33,7 +33,8 @@ class EnvSpec:
 
 @dataclass
 class Batch:
-    """A training batch. Real rows come first (sac.md §3)."""
+    """A training batch. Real rows come first (sac.md §3); ``n_real``, when known, is their count as a host
+    integer (the trainer's batches carry it), so that a component can skip the real rows without a host sync."""
 
     obs: torch.Tensor  # [B, d_s]
     act: torch.Tensor  # [B, d_a]
@@ -41,14 +42,23 @@ class Batch:
     next_obs: torch.Tensor  # [B, d_s]
     terminal: torch.Tensor  # [B, 1] float 0/1
     is_model: torch.Tensor  # [B, 1] float 0/1
+    n_real: int | None = None  # rows [0, n_real) are real, the rest model rows; None: not known
 
     def __len__(self) -> int:
         return self.obs.shape[0]
 
     def replace(self, **changes: torch.Tensor) -> Batch:
-        values = {k: getattr(self, k) for k in ("obs", "act", "reward", "next_obs", "terminal", "is_model")}
+        values: dict[str, Any] = {k: getattr(self, k) for k in TENSOR_FIELDS}
         values.update(changes)
-        return Batch(**values)
+        return Batch(**values, n_real=self.n_real)
+
+    def rows_from(self, start: int) -> Batch:
+        """Rows [start, B) (a view): with ``start = n_real`` the model rows."""
+        values = {k: getattr(self, k)[start:] for k in TENSOR_FIELDS}
+        return Batch(**values, n_real=max(0, (self.n_real or 0) - start) if self.n_real is not None else None)
+
+
+TENSOR_FIELDS: tuple[str, ...] = ("obs", "act", "reward", "next_obs", "terminal", "is_model")
 
 
 @dataclass

@@ -52,6 +52,15 @@ class MissingExtraError(ImportError):
     install it."""
 
 
+def require_extra(module: str, install_hint: str) -> None:
+    """Raise :class:`MissingExtraError` with ``install_hint`` unless ``module`` (an optional extra's package)
+    imports."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(install_hint) from None
+
+
 class Registry:
     """Maps (kind, name) to a component class."""
 

@@ -13,6 +13,7 @@ Normalized score = 100 · (R − R_min) / (R_max − R_min) (evaluation.md §1) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,34 +32,8 @@ PENDULUM_REFERENCE_SOURCE = (
 )
 
 
-def measure_random_return(env_id: str, episodes: int = 100, **env_kwargs: Any) -> float:
-    """Mean return of uniform random actions: episode k is reset with seed k and draws its actions from
-    ``numpy.random.default_rng(k)`` (k = 0 .. episodes − 1). How the Pendulum R_min was measured."""
-    import gymnasium as gym
-
-    env = gym.make(env_id, **env_kwargs)
-    low = np.asarray(env.action_space.low, dtype=np.float64)
-    high = np.asarray(env.action_space.high, dtype=np.float64)
-    total = 0.0
-    try:
-        for k in range(episodes):
-            rng = np.random.default_rng(k)
-            env.reset(seed=k)
-            ret, done = 0.0, False
-            while not done:
-                action = rng.uniform(low, high).astype(env.action_space.dtype)
-                _, reward, terminated, truncated, _ = env.step(action)
-                ret += float(reward)
-                done = terminated or truncated
-            total += ret
-    finally:
-        env.close()
-    return total / episodes
-
-
-def measure_policy_return(env_id: str, policy: Any, episodes: int = 100, **env_kwargs: Any) -> float:
-    """Mean return of ``policy.act`` (a batch-in, batch-out behaviour policy) over ``episodes`` episodes,
-    episode k reset with seed k. With the behaviour run's final deterministic policy this is the Pendulum R_max."""
+def _mean_return(env_id: str, episodes: int, act: Callable[[int, np.ndarray], np.ndarray], **env_kwargs: Any) -> float:
+    """Mean undiscounted return over ``episodes`` episodes, episode k reset with seed k; ``act(k, obs)`` acts."""
     import gymnasium as gym
 
     env = gym.make(env_id, **env_kwargs)
@@ -68,11 +43,35 @@ def measure_policy_return(env_id: str, policy: Any, episodes: int = 100, **env_k
             obs, _ = env.reset(seed=k)
             ret, done = 0.0, False
             while not done:
-                action = np.asarray(policy.act(np.asarray(obs)[None]))[0]
-                obs, reward, terminated, truncated, _ = env.step(action)
+                obs, reward, terminated, truncated, _ = env.step(act(k, np.asarray(obs)))
                 ret += float(reward)
                 done = terminated or truncated
             total += ret
     finally:
         env.close()
     return total / episodes
+
+
+def measure_random_return(env_id: str, episodes: int = 100, **env_kwargs: Any) -> float:
+    """Mean return of uniform random actions: episode k is reset with seed k and draws its actions from
+    ``numpy.random.default_rng(k)`` (k = 0 .. episodes − 1). How the Pendulum R_min was measured."""
+    import gymnasium as gym
+
+    probe = gym.make(env_id, **env_kwargs)
+    space = probe.action_space
+    probe.close()
+    low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
+    rngs: dict[int, np.random.Generator] = {}
+
+    def act(k: int, obs: np.ndarray) -> np.ndarray:
+        if k not in rngs:
+            rngs[k] = np.random.default_rng(k)
+        return rngs[k].uniform(low, high).astype(space.dtype)
+
+    return _mean_return(env_id, episodes, act, **env_kwargs)
+
+
+def measure_policy_return(env_id: str, policy: Any, episodes: int = 100, **env_kwargs: Any) -> float:
+    """Mean return of ``policy.act`` (a batch-in, batch-out behaviour policy) over ``episodes`` episodes,
+    episode k reset with seed k. With the behaviour run's final deterministic policy this is the Pendulum R_max."""
+    return _mean_return(env_id, episodes, lambda k, obs: np.asarray(policy.act(obs[None]))[0], **env_kwargs)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.config import bounded
-from zoo.dynamics.ensemble import _adam_kwargs, holdout_size, permute_rows
+from zoo.dynamics.ensemble import _adam_kwargs, permute_rows, split_for_fit
 from zoo.dynamics.layers import EnsembleLinear
 from zoo.protocols import EnvSpec, FitReport, ModelStep
 from zoo.registry import register
@@ -192,28 +192,9 @@ class DeterministicEnsemble(nn.Module):
 
         One host read per epoch (the per-member holdout errors)."""
         cfg, dev = self.cfg, self.device
-        if generator is None:
-            generator = torch.Generator(device=dev)
-            generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-        obs = data.obs.to(dev, torch.float32)
-        act = data.act.to(dev, torch.float32)
-        reward = data.reward.to(dev, torch.float32).reshape(-1, 1)
-        next_obs = data.next_obs.to(dev, torch.float32)
-        n = obs.shape[0]
-        if obs.shape[1] != self.obs_dim or act.shape[1] != self.act_dim:
-            raise ValueError(
-                f"data has obs/act dims ({obs.shape[1]}, {act.shape[1]}) but the model was built for "
-                f"({self.obs_dim}, {self.act_dim})"
-            )
-        if n < 2:
-            raise ValueError(f"fit needs at least 2 transitions, got {n}")
-        inputs = torch.cat([obs, act], dim=-1)
-        targets = self.targets(obs, reward, next_obs)
-        n_hold = holdout_size(n, cfg.holdout, cfg.holdout_cap)
-        perm = torch.randperm(n, device=dev, generator=generator)
-        hold_idx, train_idx = perm[:n_hold], perm[n_hold:]
-        if n_hold == 0:
-            hold_idx = train_idx
+        split = split_for_fit(self, data, cfg.holdout, cfg.holdout_cap, generator)
+        generator, inputs, targets = split.generator, split.inputs, split.targets
+        n_hold, hold_idx, train_idx = split.n_hold, split.hold_idx, split.train_idx
         with torch.no_grad():
             for buf_mean, buf_std, values in (
                 (self.scaler_mean, self.scaler_std, inputs[train_idx]),

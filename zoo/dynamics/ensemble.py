@@ -326,30 +326,10 @@ class GaussianEnsemble(nn.Module):
         """
         cfg = self.cfg
         dev = self.device
-        if generator is None:
-            generator = torch.Generator(device=dev)
-            generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
-        obs = data.obs.to(dev, torch.float32)
-        act = data.act.to(dev, torch.float32)
-        reward = data.reward.to(dev, torch.float32).reshape(-1, 1)
-        next_obs = data.next_obs.to(dev, torch.float32)
-        n = obs.shape[0]
-        if obs.shape[1] != self.obs_dim or act.shape[1] != self.act_dim:
-            raise ValueError(
-                f"data has obs/act dims ({obs.shape[1]}, {act.shape[1]}) but the model was built for "
-                f"({self.obs_dim}, {self.act_dim})"
-            )
-        if n < 2:
-            raise ValueError(f"fit needs at least 2 transitions, got {n}")
-        inputs = torch.cat([obs, act], dim=-1)
-        targets = self.targets(obs, reward, next_obs)
-
-        n_hold = holdout_size(n, cfg.holdout, cfg.holdout_cap)
-        perm = torch.randperm(n, device=dev, generator=generator)
-        hold_idx, train_idx = perm[:n_hold], perm[n_hold:]
+        split = split_for_fit(self, data, cfg.holdout, cfg.holdout_cap, generator)
+        generator, inputs, targets = split.generator, split.inputs, split.targets
+        n_hold, hold_idx, train_idx = split.n_hold, split.hold_idx, split.train_idx
         x_tr, y_tr = inputs[train_idx], targets[train_idx]
-        if n_hold == 0:  # too little data for a holdout: validate on the training split
-            hold_idx = train_idx
         x_ho, y_ho = inputs[hold_idx], targets[hold_idx]
 
         self.fit_scaler(x_tr)
@@ -481,6 +461,58 @@ class GaussianEnsemble(nn.Module):
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+@dataclass
+class FitSplit:
+    """The data of one fit (dynamics.md §6): inputs [N, d_s + d_a], targets [N, d_s + 1] (Δs, r), and the
+    holdout / training row indices; ``hold_idx`` is the training rows when the data are too few for a holdout."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    train_idx: torch.Tensor
+    hold_idx: torch.Tensor
+    n_hold: int
+    generator: torch.Generator
+
+
+class _FitsTransitions(Protocol):
+    device: torch.device
+    obs_dim: int
+    act_dim: int
+
+    def targets(self, obs: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor: ...
+
+
+def split_for_fit(
+    model: _FitsTransitions, data: Any, holdout: float, holdout_cap: int, generator: torch.Generator | None
+) -> FitSplit:
+    """The shared start of every ensemble fit: the data on the model's device in float32, their shapes checked
+    against the model, and a holdout of min(⌊N·holdout⌋, cap) rows drawn without replacement from ``generator``
+    (a fresh one seeded from torch's RNG when None, so that every draw of the fit comes from one stream)."""
+    dev = model.device
+    if generator is None:
+        generator = torch.Generator(device=dev)
+        generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+    obs = data.obs.to(dev, torch.float32)
+    act = data.act.to(dev, torch.float32)
+    reward = data.reward.to(dev, torch.float32).reshape(-1, 1)
+    next_obs = data.next_obs.to(dev, torch.float32)
+    n = obs.shape[0]
+    if obs.shape[1] != model.obs_dim or act.shape[1] != model.act_dim:
+        raise ValueError(
+            f"data has obs/act dims ({obs.shape[1]}, {act.shape[1]}) but the model was built for "
+            f"({model.obs_dim}, {model.act_dim})"
+        )
+    if n < 2:
+        raise ValueError(f"fit needs at least 2 transitions, got {n}")
+    n_hold = holdout_size(n, holdout, holdout_cap)
+    perm = torch.randperm(n, device=dev, generator=generator)
+    hold_idx, train_idx = perm[:n_hold], perm[n_hold:]
+    if n_hold == 0:  # too little data for a holdout: validate on the training split
+        hold_idx = train_idx
+    inputs = torch.cat([obs, act], dim=-1)
+    return FitSplit(inputs, model.targets(obs, reward, next_obs), train_idx, hold_idx, n_hold, generator)
+
+
 def holdout_size(n: int, ratio: float, cap: int) -> int:
     """H_o = min(⌊N·ratio⌋, cap) (dynamics.md §6); ``cap <= 0`` means no cap."""
     size = int(math.floor(n * ratio))

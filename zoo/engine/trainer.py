@@ -237,6 +237,7 @@ class Trainer:
                 next_obs=d.next_obs[real_idx],
                 terminal=d.terminal[real_idx],
                 is_model=self.is_model,
+                n_real=self.n_real,
             )
         assert self.model_buffer is not None
         m = self.model_buffer.sample(self.n_model, self.generator)
@@ -247,6 +248,7 @@ class Trainer:
             next_obs=torch.cat([d.next_obs[real_idx], m["next_obs"]]),
             terminal=torch.cat([d.terminal[real_idx], m["terminal"]]),
             is_model=self.is_model,
+            n_real=self.n_real,
         )
 
     def evaluate(self) -> Evaluation:

@@ -42,8 +42,39 @@ class _CosineFactor:
         return 0.5 * (1.0 + math.cos(math.pi * e / self.total_epochs))
 
 
+class ActorCriticAccess:
+    """The Learner protocol's acting and evaluation methods over an ``actor`` (``sample``, ``log_prob``), batched
+    ``critic``/``critic_target`` ([N, B, 1]) and a ``generator``: one definition for SAC and TD3+BC."""
+
+    actor: Any
+    critic: Any
+    critic_target: Any
+    generator: torch.Generator | None
+
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(action, pre_tanh_action, log_prob [B, 1]); deterministic = a_max · tanh(μ(s)) (sac.md §1)."""
+        return self.actor.sample(obs, deterministic, generator)
+
+    def log_prob(self, obs: torch.Tensor, pre_tanh_action: torch.Tensor) -> torch.Tensor:
+        """log π(a_max tanh(u)|s), [B, 1], differentiable in the actor's parameters (sac.md §1)."""
+        return self.actor.log_prob(obs, pre_tanh_action)
+
+    def q(self, obs: torch.Tensor, act: torch.Tensor, target: bool = False) -> torch.Tensor:
+        """Q-values [N, B, 1] of the online (or target) critics; differentiable w.r.t. obs and act."""
+        return (self.critic_target if target else self.critic)(obs, act)
+
+    def value(self, obs: torch.Tensor, target: bool = False, action: str = "deterministic") -> torch.Tensor:
+        """min_j Q_j(s, a) at the deterministic or a sampled action, [B, 1]; no entropy term."""
+        if action not in ("deterministic", "sample"):
+            raise ValueError(f"action must be 'deterministic' or 'sample', got {action!r}")
+        a, _, _ = self.actor.sample(obs, deterministic=action == "deterministic", generator=self.generator)
+        return self.q(obs, a, target=target).amin(0)
+
+
 @register("learner", "sac")
-class SAC:
+class SAC(ActorCriticAccess):
     """Soft actor-critic with N batched critics, tanh-Gaussian actor and clamped auto-α (sac.md §1-§2, §4)."""
 
     @dataclass
@@ -105,7 +136,7 @@ class SAC:
         self._target_params = list(self.critic_target.parameters())
         self._actor_params = list(self.actor.parameters())
 
-    # -- protocol: acting and evaluating ------------------------------------------------------
+    # -- temperature and discount (acting and evaluating: ActorCriticAccess) -------------------------
     @property
     def alpha(self) -> torch.Tensor:
         """The α used in the losses (0-d tensor; exp(log α) clamped at alpha_max when auto)."""
@@ -119,27 +150,6 @@ class SAC:
         if not self.cfg.auto_alpha:
             return torch.tensor(float(self.cfg.alpha), device=self.device)
         return self.log_alpha.detach().exp().clamp(max=self.cfg.alpha_max)
-
-    def act(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(action, pre_tanh_action, log_prob [B, 1]); deterministic = a_max · tanh(μ(s)) (sac.md §1)."""
-        return self.actor.sample(obs, deterministic, generator)
-
-    def log_prob(self, obs: torch.Tensor, pre_tanh_action: torch.Tensor) -> torch.Tensor:
-        """log π(a_max tanh(u)|s), [B, 1], differentiable in the actor's parameters (sac.md §1)."""
-        return self.actor.log_prob(obs, pre_tanh_action)
-
-    def q(self, obs: torch.Tensor, act: torch.Tensor, target: bool = False) -> torch.Tensor:
-        """Q-values [N, B, 1] of the online (or target) critics; differentiable w.r.t. obs and act."""
-        return (self.critic_target if target else self.critic)(obs, act)
-
-    def value(self, obs: torch.Tensor, target: bool = False, action: str = "deterministic") -> torch.Tensor:
-        """min_j Q_j(s, a) at the deterministic or a sampled action, [B, 1]; no entropy term."""
-        if action not in ("deterministic", "sample"):
-            raise ValueError(f"action must be 'deterministic' or 'sample', got {action!r}")
-        a, _, _ = self.actor.sample(obs, deterministic=action == "deterministic", generator=self.generator)
-        return self.q(obs, a, target=target).amin(0)
 
     # -- protocol: one gradient step ----------------------------------------------------------
     @torch.no_grad()

@@ -27,13 +27,13 @@ import torch
 
 from zoo.config import bounded
 from zoo.learners.networks import CriticEnsemble, TanhDeterministicActor
-from zoo.learners.sac import TargetPenalty, _adam
+from zoo.learners.sac import ActorCriticAccess, TargetPenalty, _adam
 from zoo.protocols import Batch, EnvSpec
 from zoo.registry import register
 
 
 @register("learner", "td3bc")
-class TD3BC:
+class TD3BC(ActorCriticAccess):
     """TD3+BC: clipped double-Q TD3 with a Q-normalised behaviour-cloning actor loss (Fujimoto & Gu 2021)."""
 
     @dataclass
@@ -78,24 +78,6 @@ class TD3BC:
     @property
     def gamma(self) -> float:
         return self.cfg.gamma
-
-    # -- protocol: acting and evaluating ------------------------------------------------------
-    def act(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.actor.sample(obs, deterministic, generator)
-
-    def log_prob(self, obs: torch.Tensor, pre_tanh_action: torch.Tensor) -> torch.Tensor:
-        return self.actor.log_prob(obs, pre_tanh_action)
-
-    def q(self, obs: torch.Tensor, act: torch.Tensor, target: bool = False) -> torch.Tensor:
-        return (self.critic_target if target else self.critic)(obs, act)
-
-    def value(self, obs: torch.Tensor, target: bool = False, action: str = "deterministic") -> torch.Tensor:
-        if action not in ("deterministic", "sample"):
-            raise ValueError(f"action must be 'deterministic' or 'sample', got {action!r}")
-        a, _, _ = self.actor.sample(obs, deterministic=action == "deterministic", generator=self.generator)
-        return self.q(obs, a, target=target).amin(0)
 
     # -- the losses ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo.registry import register
+from zoo.registry import register, require_extra
 
 INSTALL_HINT = "the tensorboard logger needs TensorBoard, an optional extra: pip install 'mbrl-zoo[tensorboard]'"
 
@@ -20,12 +20,7 @@ class TensorBoardLogger:
 
     @classmethod
     def check(cls) -> None:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            from zoo.registry import MissingExtraError
-
-            raise MissingExtraError(INSTALL_HINT) from None
+        require_extra("tensorboard", INSTALL_HINT)
 
     def __init__(self, run: Any) -> None:
         self.check()

@@ -13,7 +13,7 @@ import hashlib
 import os
 from typing import Any
 
-from zoo.registry import register
+from zoo.registry import register, require_extra
 
 INSTALL_HINT = "the wandb logger needs Weights & Biases, an optional extra: pip install 'mbrl-zoo[wandb]'"
 
@@ -34,12 +34,7 @@ class WandbLogger:
 
     @classmethod
     def check(cls) -> None:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            from zoo.registry import MissingExtraError
-
-            raise MissingExtraError(INSTALL_HINT) from None
+        require_extra("wandb", INSTALL_HINT)
 
     def __init__(self, run: Any) -> None:
         self.check()
