@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.config import bounded
-from zoo.dynamics.ensemble import _adam_kwargs, permute_rows, split_for_fit
+from zoo.dynamics.ensemble import _adam_kwargs, ensemble_shape_errors, permute_rows, split_for_fit
 from zoo.dynamics.layers import EnsembleLinear
 from zoo.protocols import EnvSpec, FitReport, ModelStep
 from zoo.registry import register
@@ -249,18 +249,7 @@ class DeterministicEnsemble(nn.Module):
 
 
 def _validate(cfg: Any) -> None:
-    errors = []
-    if cfg.ensemble < 2:
-        errors.append(f"ensemble must be >= 2 (disagreement needs two members), got {cfg.ensemble}")
-    if not 1 <= cfg.elites <= cfg.ensemble:
-        errors.append(f"elites must be in 1..ensemble={cfg.ensemble}, got {cfg.elites}")
-    if not cfg.hidden or any(h < 1 for h in cfg.hidden):
-        errors.append(f"hidden must be a non-empty list of positive sizes, got {cfg.hidden}")
-    if len(cfg.weight_decay) != len(cfg.hidden) + 1:
-        errors.append(
-            f"weight_decay needs one entry per layer (len(hidden) + 1 = {len(cfg.hidden) + 1}), "
-            f"got {len(cfg.weight_decay)}"
-        )
+    errors = ensemble_shape_errors(cfg, 2, " (disagreement needs two members)")
     if cfg.activation not in ACTIVATIONS:
         errors.append(f"activation must be one of {', '.join(ACTIVATIONS)}, got {cfg.activation!r}")
     if cfg.batch_size < 1 or cfg.max_epochs < 1:

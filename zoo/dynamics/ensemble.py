@@ -527,10 +527,12 @@ def permute_rows(index: torch.Tensor, generator: torch.Generator | None = None) 
     return torch.gather(index, 1, torch.argsort(keys, dim=1))
 
 
-def _validate(cfg: Any) -> None:
+def ensemble_shape_errors(cfg: Any, min_members: int = 1, why: str = "") -> list[str]:
+    """What is wrong with an ensemble config's members, elites, hidden sizes and per-layer weight decays (shared
+    by every batched ensemble family)."""
     errors = []
-    if cfg.ensemble < 1:
-        errors.append(f"ensemble must be >= 1, got {cfg.ensemble}")
+    if cfg.ensemble < min_members:
+        errors.append(f"ensemble must be >= {min_members}{why}, got {cfg.ensemble}")
     if not 1 <= cfg.elites <= cfg.ensemble:
         errors.append(f"elites must be in 1..ensemble={cfg.ensemble}, got {cfg.elites}")
     if not cfg.hidden or any(h < 1 for h in cfg.hidden):
@@ -540,6 +542,11 @@ def _validate(cfg: Any) -> None:
             f"weight_decay needs one entry per layer (len(hidden) + 1 = {len(cfg.hidden) + 1}), "
             f"got {len(cfg.weight_decay)}"
         )
+    return errors
+
+
+def _validate(cfg: Any) -> None:
+    errors = ensemble_shape_errors(cfg)
     if len(cfg.logvar_init) != 2:
         errors.append(f"logvar_init must be [max, min], got {cfg.logvar_init}")
     if not 0.0 <= cfg.holdout < 1.0:
