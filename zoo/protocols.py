@@ -55,7 +55,7 @@ class Batch:
     def rows_from(self, start: int) -> Batch:
         """Rows [start, B) (a view): with ``start = n_real`` the model rows."""
         values = {k: getattr(self, k)[start:] for k in TENSOR_FIELDS}
-        return Batch(**values, n_real=max(0, (self.n_real or 0) - start) if self.n_real is not None else None)
+        return Batch(**values, n_real=None if self.n_real is None else max(0, self.n_real - start))
 
 
 TENSOR_FIELDS: tuple[str, ...] = ("obs", "act", "reward", "next_obs", "terminal", "is_model")

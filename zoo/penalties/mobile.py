@@ -79,9 +79,7 @@ class MobilePenalty:
         start = batch.n_real or 0
         if start >= len(batch):  # no model rows
             return torch.zeros_like(batch.is_model)
-        if start == 0:
-            return self.cfg.coef * self.uncertainty(batch, learner, ctx) * batch.is_model
-        model_rows = batch.rows_from(start)
+        model_rows = batch.rows_from(start)  # the whole batch when n_real is not known
         penalty = self.cfg.coef * self.uncertainty(model_rows, learner, ctx) * model_rows.is_model
         return torch.cat([torch.zeros_like(batch.is_model[:start]), penalty])
 
