@@ -131,9 +131,10 @@ def check_sync(check: Check, tmp: Path) -> None:
 
                 return call
 
-            trainer.draw_batch = guarded(trainer.draw_batch)  # type: ignore[method-assign]
+            trainer.draw_batch_pop = guarded(trainer.draw_batch_pop)  # type: ignore[method-assign]
             trainer.rule.on_batch = guarded(trainer.rule.on_batch)  # type: ignore[method-assign]
-            trainer.learner.update = guarded(trainer.learner.update)  # type: ignore[method-assign]
+            update = "update_pop" if trainer.batched else "update"
+            setattr(trainer.learner, update, guarded(getattr(trainer.learner, update)))
             trainer.train()
             return f"{calls['n']} guarded calls, no sync"
 

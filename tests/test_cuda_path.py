@@ -147,7 +147,7 @@ def resumed_equals_uninterrupted(
     straight = trainer("straight")
     straight.train()
     stopped = trainer("stopped")
-    update = stopped.learner.update
+    update = stopped.learner.update_pop  # SAC trains a run as a population of one
 
     def update_then_stop(*args: Any, **kwargs: Any) -> Any:
         out = update(*args, **kwargs)
@@ -155,7 +155,7 @@ def resumed_equals_uninterrupted(
             signal.raise_signal(signal.SIGINT)  # Ctrl-C: the trainer's handler asks for a stop after this step
         return out
 
-    stopped.learner.update = update_then_stop  # type: ignore[method-assign]
+    stopped.learner.update_pop = update_then_stop  # type: ignore[method-assign]
     try:
         stopped.train()
         raise AssertionError("the stop request did not stop the run")
@@ -238,14 +238,23 @@ def test_a_checkpoint_holds_its_device_and_every_generator_and_does_not_move_dev
 
 
 def test_the_learner_state_shows_a_resume_that_is_not_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The comparison the CUDA resume check relies on sees a lost random stream (here: the CPU one not restored)."""
-    monkeypatch.setattr("zoo.engine.trainer.set_rng_states", lambda *args: None)
+    """The comparison the CUDA resume check relies on sees a lost random stream (here: the learner's noise stream
+    restarted from its seed instead of restored)."""
+    load = torch.load
+
+    def lose_the_learner_stream(*args: Any, **kwargs: Any) -> Any:
+        state = load(*args, **kwargs)
+        if isinstance(state, dict):
+            state.pop("learner_generator", None)
+        return state
+
+    monkeypatch.setattr(torch, "load", lose_the_learner_stream)
     assert resumed_equals_uninterrupted("cpu", tmp_path, steps=8, stop_at=4) > 0.0
 
 
 @pytest.mark.gpu
 def test_a_cuda_run_stopped_and_resumed_equals_the_uninterrupted_run(tmp_path: Path) -> None:
-    """Values, not step counts: the SAC update draws its noise from the CUDA device's global generator."""
+    """Values, not step counts: the SAC update draws its noise from the run's own CUDA generator."""
     assert resumed_equals_uninterrupted("cuda", tmp_path) == 0.0
 
 

@@ -127,9 +127,10 @@ def test_training_steps_make_no_host_sync(algo: str, device: str, tmp_path: Path
 
         return call
 
-    trainer.draw_batch = guarded(trainer.draw_batch, "draw")  # type: ignore[method-assign]
+    trainer.draw_batch_pop = guarded(trainer.draw_batch_pop, "draw")  # type: ignore[method-assign]
     trainer.rule.on_batch = guarded(trainer.rule.on_batch)  # type: ignore[method-assign]
-    trainer.learner.update = guarded(trainer.learner.update, "update")  # type: ignore[method-assign]
+    update = "update_pop" if trainer.batched else "update"  # a batched learner trains through update_pop
+    setattr(trainer.learner, update, guarded(getattr(trainer.learner, update), "update"))
     result = trainer.train()
     assert result["steps"] == 12 and steps == {"draw": 12, "update": 12}
     records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

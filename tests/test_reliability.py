@@ -282,7 +282,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, stop_after: int
     whole_summary = whole.train()
 
     first = _trainer(tmp_path / "split", cache)
-    update = first.learner.update
+    update = first.learner.update_pop  # SAC trains a run as a population of one
 
     def update_then_stop(*args, **kwargs):  # what a Ctrl-C or SIGTERM does: stop after this step
         out = update(*args, **kwargs)
@@ -290,7 +290,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, stop_after: int
             first._stop_requested = True
         return out
 
-    first.learner.update = update_then_stop
+    first.learner.update_pop = update_then_stop
     with pytest.raises(KeyboardInterrupt, match=f"stopped at step {stop_after}"):
         first.train()
     (tmp_path / "split" / "metrics.jsonl").open("a").write(  # lines a killed process wrote after its checkpoint

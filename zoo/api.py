@@ -34,14 +34,24 @@ def train(
     plugins: list[str] | None = None,
     config_dirs: list[str | Path] | None = None,
     log: Any = None,
-) -> dict[str, Any]:
+    seeds: list[int] | None = None,
+) -> Any:
     """Train one recipe on one task and return its result record (what ``result.json`` holds: score, return,
     steps, wall_s, config hash, ...). A run that already finished in ``out`` is not retrained: its record is
     returned. ``overrides`` are dotted ``--set`` strings or a dict ``{"penalty.coef": 2.0}``; ``device=None`` keeps
-    the recipe's device."""
-    from zoo.engine.run import train_run
+    the recipe's device.
+
+    ``seeds`` (instead of ``seed``) trains those seeds as one population (zoo.engine.population) and returns one
+    entry per seed: its result record, or the exception that stopped that run (the others are unaffected)."""
+    from zoo.engine.run import train_population, train_run
 
     setup(config_dirs, plugins)
+    if seeds is not None:
+        return train_population(
+            algo, task, list(seeds), out=Path(out), overrides=override_strings(overrides), steps=steps,
+            device=device, suite=suite, resume=resume, progress=progress, download=download, log=log,
+            loggers=loggers,
+        )
     return train_run(
         algo,
         task,

@@ -12,7 +12,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ err_console = Console(stderr=True)
 
 # Exit codes of every command (README, "Exit codes").
 EXIT_USER_ERROR = 2  # bad input: the one-line message says what is wrong and what to do
-EXIT_RUNS_FAILED = 3  # zoo bench: the sweep ran, but at least one of its runs failed (now or before)
+EXIT_RUNS_FAILED = 3  # zoo bench, zoo train --seed-list: at least one of the runs failed (now or before)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: stopped cleanly, resumable
 DEBUG_ENV = "ZOO_DEBUG"  # ZOO_DEBUG=1 (or --debug anywhere on the command line): tracebacks instead of one line
 
@@ -101,6 +101,13 @@ def train(
     algo: Annotated[str, typer.Option(help="Recipe name (configs/algos/NAME.toml) or a path to a TOML file.")],
     task: Annotated[str, typer.Option(help="Task name, e.g. hopper-medium-v2 or pendulum-medium.")],
     seed: Annotated[int, typer.Option(help="Seed driving torch, numpy and the environments.")] = 0,
+    seed_list: Annotated[
+        str | None,
+        typer.Option(
+            "--seed-list",
+            help="Train these seeds (e.g. 0,1,2) as one population: one batched program, one run directory each.",
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Override the recipe's number of learner steps.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     set_: Annotated[
@@ -118,25 +125,34 @@ def train(
     config_dir: ConfigDirOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
-    """Train one algorithm on one task and write its run directory."""
+    """Train one algorithm on one task and write its run directory (with --seed-list: several seeds as one
+    population, one run directory each)."""
     _setup(config_dir, plugin)
     from zoo.api import train as api_train
     from zoo.engine.run import resolve_run
     from zoo.tasks.task import get_task
 
     _stop_on_signals()
+    seeds = None
+    if seed_list is not None:
+        from zoo.bench.grid import parse_seeds
+
+        if seed != 0:
+            raise ValueError("give either --seed or --seed-list, not both")
+        seeds = parse_seeds(None, seed_list, 1)
     if print_config:
         get_task(task)  # an unknown task is an error here too, not a config printed for nothing
-        cfg = resolve_run(algo, task, seed, set_, steps, device)
+        cfg = resolve_run(algo, task, (seeds or [seed])[0], set_, steps, device)
         console.print(cfg.to_toml(), markup=False, highlight=False)
         raise typer.Exit(0)
     from zoo.engine.trainer import TrainingInterrupted
 
     try:
-        result = api_train(
+        outcome = api_train(
             algo,
             task,
             seed=seed,
+            seeds=seeds,
             out=out,
             overrides=set_,
             steps=steps,
@@ -154,6 +170,22 @@ def train(
     except KeyboardInterrupt:  # before the loop (loading the data, pretraining): nothing to checkpoint yet
         err_console.print("[yellow]interrupted before training started; run the same command again[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    if seeds is None:
+        _print_result(outcome)
+        return
+    failed = 0
+    for seed_k, result in zip(seeds, outcome, strict=True):
+        if isinstance(result, BaseException):
+            failed += 1
+            err_console.print(f"[red]failed[/] {algo} on {task} seed {seed_k}: {escape(str(result))}", soft_wrap=True)
+        else:
+            _print_result(result)
+    if failed:
+        raise typer.Exit(EXIT_RUNS_FAILED)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    """The two closing lines of a trained run: a sentence, then its figures as one JSON line."""
     if result["score"] is None:
         score = "no score (eval.episodes = 0: nothing was evaluated)"
     else:

@@ -52,6 +52,18 @@ class Batch:
         values.update(changes)
         return Batch(**values, n_real=self.n_real)
 
+    def member(self, k: int) -> Batch:
+        """Run k's rows [B, ·] of a population batch [P, B, ·] (views; zoo.engine.population)."""
+        return Batch(**{f: getattr(self, f)[k] for f in TENSOR_FIELDS}, n_real=self.n_real)
+
+    @staticmethod
+    def stack(batches: list[Batch]) -> Batch:
+        """Runs' batches [B, ·] as one population batch [P, B, ·]; one batch gains the axis without a copy."""
+        n_real = batches[0].n_real
+        if len(batches) == 1:
+            return Batch(**{f: getattr(batches[0], f).unsqueeze(0) for f in TENSOR_FIELDS}, n_real=n_real)
+        return Batch(**{f: torch.stack([getattr(b, f) for b in batches]) for f in TENSOR_FIELDS}, n_real=n_real)
+
     def rows_from(self, start: int) -> Batch:
         """Rows [start, B) (a view): with ``start = n_real`` the model rows."""
         values = {k: getattr(self, k)[start:] for k in TENSOR_FIELDS}

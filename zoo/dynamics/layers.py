@@ -60,16 +60,25 @@ class EnsembleLinear(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Initialise weights and bias by the ``init`` rule; the snapshots take the fresh values."""
+        self.reset_members(0, self.ensemble, generator)
+
+    @torch.no_grad()
+    def reset_members(self, start: int, stop: int, generator: torch.Generator | None = None) -> None:
+        """Initialise members [start, stop) from ``generator``: weights first, then biases, as
+        :meth:`reset_parameters` does for all members. A population (zoo.engine.population) initialises each
+        run's slice from that run's own generator, so that member k starts where the single run of its seed
+        starts."""
+        weight, bias = self.weight[start:stop], self.bias[start:stop]
         if self.init == "dynamics":
             std = 1.0 / (2.0 * math.sqrt(self.in_features))
-            nn.init.trunc_normal_(self.weight, std=std, generator=generator)  # default cut-offs a=-2, b=2
-            self.bias.zero_()
+            nn.init.trunc_normal_(weight, std=std, generator=generator)  # default cut-offs a=-2, b=2
+            bias.zero_()
         else:
             bound = 1.0 / math.sqrt(self.in_features)
-            self.weight.uniform_(-bound, bound, generator=generator)
-            self.bias.uniform_(-bound, bound, generator=generator)
-        self.saved_weight.copy_(self.weight)
-        self.saved_bias.copy_(self.bias)
+            weight.uniform_(-bound, bound, generator=generator)
+            bias.uniform_(-bound, bound, generator=generator)
+        self.saved_weight[start:stop].copy_(weight)
+        self.saved_bias[start:stop].copy_(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in] or [E, B, in] -> [E, B, out], one ``baddbmm``."""
@@ -81,6 +90,14 @@ class EnsembleLinear(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         return torch.baddbmm(self.bias, x, self.weight)
+
+    def forward_members(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Members [start, stop) only: [B, in] or [stop - start, B, in] -> [stop - start, B, out]. The weights are
+        views of the full tensors, so gradients reach exactly those members' slices."""
+        n = stop - start
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(n, -1, -1)
+        return torch.baddbmm(self.bias[start:stop], x, self.weight[start:stop])
 
     def decay_loss(self) -> torch.Tensor:
         """wd · ½ · Σ_e ‖W[e]‖²_F, weights only (dynamics.md §4)."""

@@ -14,13 +14,24 @@ FIELDS = ("obs", "act", "reward", "next_obs", "terminal")
 class RingBuffer:
     """FIFO ring of transitions with a fixed capacity; the oldest rows are overwritten first."""
 
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device | str,
+        storage: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """``storage`` (one [capacity, width] tensor per field) lets a population's stacked buffer hand each run a
+        view of its own rows (zoo.engine.population.PopulationBuffer)."""
         if capacity <= 0:
             raise ValueError(f"buffer capacity must be positive, got {capacity}")
         self.capacity = int(capacity)
         self.device = torch.device(device)
         widths = {"obs": obs_dim, "act": act_dim, "reward": 1, "next_obs": obs_dim, "terminal": 1}
-        self.storage = {k: torch.zeros(self.capacity, w, device=self.device) for k, w in widths.items()}
+        self.storage = storage if storage is not None else {
+            k: torch.zeros(self.capacity, w, device=self.device) for k, w in widths.items()
+        }
         self.ptr = 0  # next write position (host int: known without reading the device)
         self.size = 0
 
@@ -49,10 +60,14 @@ class RingBuffer:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``n`` rows uniformly with replacement."""
+        idx = self.sample_index(n, generator)
+        return {k: v[idx] for k, v in self.storage.items()}
+
+    def sample_index(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` row indices uniformly with replacement (the draw :meth:`sample` makes)."""
         if self.size == 0:
             raise RuntimeError("sampling from an empty model buffer (no rollout has been stored yet)")
-        idx = torch.randint(self.size, (n,), device=self.device, generator=generator)
-        return {k: v[idx] for k, v in self.storage.items()}
+        return torch.randint(self.size, (n,), device=self.device, generator=generator)
 
     def state_dict(self) -> dict[str, object]:
         return {"ptr": self.ptr, "size": self.size, **{k: v[: self.size].cpu() for k, v in self.storage.items()}}

@@ -179,32 +179,91 @@ def train_run(
 
     ``loggers`` (names of kind ``logger``, besides the always-on jsonl and the config's ``loggers``) are checked
     before anything is written: an unknown name or a missing extra fails at once."""
-    from zoo.engine.trainer import resolve_device
+    cfg = resolve_run(algo, task, seed, overrides, steps, device, preset)
+    outcome = train_configs([cfg], task, out, suite, resume, progress, download, log, loggers)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def train_population(
+    algo: str,
+    task: str,
+    seeds: list[int],
+    out: Path | str = "results",
+    overrides: list[str] | None = None,
+    steps: int | None = None,
+    device: str | None = None,
+    suite: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    preset: dict[str, Any] | None = None,
+    download: bool = False,
+    log: Any = None,
+    loggers: list[str] | str | None = None,
+) -> list[dict[str, Any] | BaseException]:
+    """Train the runs of ``seeds`` as one population (zoo.engine.population); per seed, its result record or the
+    error that stopped it. Each run writes its usual directory, exactly as :func:`train_run` of its seed would."""
+    if not seeds:
+        raise ValueError("a population needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat in {seeds}")
+    cfgs = [resolve_run(algo, task, seed, overrides, steps, device, preset) for seed in seeds]
+    return train_configs(cfgs, task, out, suite, resume, progress, download, log, loggers)
+
+
+def train_configs(
+    cfgs: list[RunConfig],
+    task: str,
+    out: Path | str = "results",
+    suite: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    download: bool = False,
+    log: Any = None,
+    loggers: list[str] | str | None = None,
+) -> list[dict[str, Any] | BaseException]:
+    """Train resolved configs of one task as one population; per config, its result record or its error. Runs
+    that already have a result (and no ``resume``) are not trained again: their record is returned."""
+    from zoo.engine.population import check_population
     from zoo.loggers import check_loggers, logger_names
     from zoo.tasks.suites import load_suite
     from zoo.tasks.task import get_task
 
     out = Path(out)
     task_obj = get_task(task)
-    cfg = resolve_run(algo, task, seed, overrides, steps, device, preset)
+    check_population(cfgs)
     suite_name = suite or default_suite(task)
     noise, noise_scale = "none", 0.05
     if suite_name != "custom":
         suite_obj = load_suite(suite_name)
         noise, noise_scale = suite_obj.noise, suite_obj.noise_scale
     extra_loggers = logger_names(loggers)[1:]
-    check_loggers(logger_names(cfg.loggers, extra_loggers))
-    run_id = RunId(suite_name, task, cfg.algo, cfg.hash(), seed)
-    run_dir = run_id.path(out)
-    result_path = run_dir / "result.json"
-    if result_path.exists() and not resume:
-        return json.loads(result_path.read_text())
-    resolve_device(cfg.device)  # no CUDA: an error now, before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir, log):
-        return _train_locked(
-            cfg, task, task_obj, run_id, out, noise, noise_scale, resume, progress, download, log, extra_loggers
-        )
+    for cfg in cfgs:
+        check_loggers(logger_names(cfg.loggers, extra_loggers))
+    run_ids = [RunId(suite_name, task, cfg.algo, cfg.hash(), cfg.seed) for cfg in cfgs]
+    outcomes: list[dict[str, Any] | BaseException | None] = [None] * len(cfgs)
+    todo = []
+    for i, run_id in enumerate(run_ids):
+        result_path = run_id.path(out) / "result.json"
+        if result_path.exists() and not resume:
+            outcomes[i] = json.loads(result_path.read_text())
+        else:
+            todo.append(i)
+    if todo:
+        resolve_device(cfgs[0].device)  # no CUDA: an error now, before anything is written
+        for i in todo:
+            run_ids[i].path(out).mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as locks:
+            for i in todo:
+                locks.enter_context(run_lock(run_ids[i].path(out), log))
+            trained = _train_locked(
+                [cfgs[i] for i in todo], task, task_obj, [run_ids[i] for i in todo], out, noise, noise_scale,
+                resume, progress, download, log, extra_loggers,
+            )
+        for i, outcome in zip(todo, trained, strict=True):
+            outcomes[i] = outcome
+    return [o for o in outcomes if o is not None]
 
 
 def _write_error(run_dir: Path, err: BaseException, step: int) -> None:
@@ -217,10 +276,10 @@ def _write_error(run_dir: Path, err: BaseException, step: int) -> None:
 
 
 def _train_locked(
-    cfg: RunConfig,
+    cfgs: list[RunConfig],
     task: str,
     task_obj: Any,
-    run_id: RunId,
+    run_ids: list[RunId],
     out: Path,
     noise: str,
     noise_scale: float,
@@ -229,76 +288,89 @@ def _train_locked(
     download: bool,
     log: Any,
     extra_loggers: list[str],
-) -> dict[str, Any]:
-    """The body of :func:`train_run` while it holds the run directory's lock."""
+) -> list[dict[str, Any] | BaseException]:
+    """The body of :func:`train_configs` while it holds the run directories' locks."""
     from zoo.engine.rollout import DivergenceError
     from zoo.engine.trainer import Trainer
 
-    seed, suite_name, run_dir = cfg.seed, run_id.suite, run_id.path(out)
-    result_path = run_dir / "result.json"
+    run_dirs = [run_id.path(out) for run_id in run_ids]
     versions = package_versions()
-    atomic_write_text(run_dir / "config.toml", cfg.to_toml())
-    device = resolve_device(cfg.device)
-    atomic_write_text(
-        run_dir / "environment.json",
-        json.dumps(
-            {
-                "versions": versions,
-                "git_revision": git_revision(),
-                "started": time.time(),
-                **describe_device(device),
-                "numerics": set_exact_numerics(),  # what the trainer runs under (no TF32)
-            },
-            indent=2,
-        ),
+    device = resolve_device(cfgs[0].device)
+    environment = json.dumps(
+        {
+            "versions": versions,
+            "git_revision": git_revision(),
+            "started": time.time(),
+            **describe_device(device),
+            "numerics": set_exact_numerics(),  # what the trainer runs under (no TF32)
+            "population": [cfg.seed for cfg in cfgs],  # the seeds trained together as one program
+        },
+        indent=2,
     )
-    (run_dir / "error.json").unlink(missing_ok=True)
+    for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
+        atomic_write_text(run_dir / "config.toml", cfg.to_toml())
+        atomic_write_text(run_dir / "environment.json", environment)
+        (run_dir / "error.json").unlink(missing_ok=True)
     trainer = Trainer(
-        cfg,
+        cfgs,
         task_obj,
-        run_dir,
+        run_dirs,
         cache_dir=out / "cache",
         noise=noise,
         noise_scale=noise_scale,
         progress=progress,
         download=download,
         log=log,
-        suite=suite_name,
+        suite=run_ids[0].suite,
         loggers=extra_loggers,
     )
-    diverged: str | None = None
     try:
         trainer.setup()
-        summary = trainer.train(resume=resume)
+        outcomes = trainer.train_members(resume=resume)
     except KeyboardInterrupt:
         raise
-    except DivergenceError as err:
-        if not trainer.evaluations:  # nothing to score: a failed run
-            _write_error(run_dir, err, trainer.step)
-            raise
-        diverged = str(err)
-        summary = trainer.summary(wall_s=trainer.wall_s())
-        if log is not None:
-            log(f"[yellow]{diverged}[/] Recorded as finished with divergence (score of its last evaluations).")
     except Exception as err:
-        _write_error(run_dir, err, trainer.step)
-        raise
-    result = {
-        "task": task,
-        "suite": suite_name,
-        "algo": cfg.algo,
-        "seed": seed,
-        "config_hash": cfg.hash(),
-        **summary,
-        "loader": cfg.data.loader,
-        "eval_env": task_obj.env_id,
-        "mujoco": versions.get("mujoco"),
-        "noise": noise if noise == "none" else f"{noise}:{noise_scale}",
-        "normalize_obs": cfg.data.normalize_obs,
-        "status": "diverged" if diverged else "finished",
-        "diverged": diverged is not None,
-    }
-    if diverged:
-        result["divergence"] = diverged
-    atomic_write_text(result_path, json.dumps(result, indent=2, default=str))
-    return result
+        for run_dir in run_dirs:
+            _write_error(run_dir, err, trainer.step)
+        if len(cfgs) == 1:
+            raise
+        return [err] * len(cfgs)
+    results: list[dict[str, Any] | BaseException] = []
+    for k, (cfg, run_id, outcome) in enumerate(zip(cfgs, run_ids, outcomes, strict=True)):
+        run_dir = run_dirs[k]
+        diverged: str | None = None
+        if isinstance(outcome, DivergenceError):
+            member = trainer.members[k]
+            if not member.evaluations:  # nothing to score: a failed run
+                try:
+                    raise outcome
+                except DivergenceError as err:
+                    _write_error(run_dir, err, member.stopped_at or trainer.step)
+                results.append(outcome)
+                continue
+            diverged = str(outcome)
+            summary = trainer.summary(k)
+            if log is not None:
+                log(f"[yellow]{diverged}[/] Recorded as finished with divergence (score of its last evaluations).")
+        else:
+            summary = outcome
+        result = {
+            "task": task,
+            "suite": run_id.suite,
+            "algo": cfg.algo,
+            "seed": cfg.seed,
+            "config_hash": cfg.hash(),
+            **summary,
+            "loader": cfg.data.loader,
+            "eval_env": task_obj.env_id,
+            "mujoco": versions.get("mujoco"),
+            "noise": noise if noise == "none" else f"{noise}:{noise_scale}",
+            "normalize_obs": cfg.data.normalize_obs,
+            "status": "diverged" if diverged else "finished",
+            "diverged": diverged is not None,
+        }
+        if diverged:
+            result["divergence"] = diverged
+        atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2, default=str))
+        results.append(result)
+    return results

@@ -37,33 +37,110 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """[*lead, d] -> [L, d]."""
+    return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+
+
+def _affine(layer: EnsembleLinear, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Member k of ``layer`` on rows [L, in] -> [L, out] (one addmm on views of the stacked weights)."""
+    return torch.addmm(layer.bias[k], x, layer.weight[k])
+
+
+def init_members(
+    layers: Sequence[EnsembleLinear], generators: Sequence[torch.Generator | None], per_member: int
+) -> None:
+    """Initialise each run's slice of stacked layers from that run's generator (layer by layer, weight then
+    bias), so that member k of a population starts exactly where the single run of its generator starts."""
+    for k, gen in enumerate(generators):
+        for layer in layers:
+            layer.reset_members(k * per_member, (k + 1) * per_member, gen)
+
+
 class CriticEnsemble(nn.Module):
-    """N Q-networks (d_s + d_a) → hidden → 1 with ReLU, input concat(s, a), as one batched module (sac.md §1)."""
+    """N Q-networks (d_s + d_a) → hidden → 1 with ReLU, input concat(s, a), as one batched module (sac.md §1).
+
+    With ``population = P`` the module holds P runs' critic sets, P·N networks stacked member-major in one set of
+    :class:`EnsembleLinear` layers: :meth:`forward_pop` evaluates all of them in one batched matmul per layer,
+    :meth:`forward` one run's N critics (``member``; the only run when P = 1).
+    """
 
     def __init__(
-        self, obs_dim: int, act_dim: int, hidden: Sequence[int], num_critics: int, init: str = "linear"
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        num_critics: int,
+        init: str = "linear",
+        population: int = 1,
+        generators: Sequence[torch.Generator | None] | None = None,
     ) -> None:
         super().__init__()
         self.num_critics = num_critics
+        self.population = population
         sizes = [obs_dim + act_dim, *hidden, 1]
         if init not in ("linear", "dynamics"):
             raise ValueError(f"unknown critic_init {init!r}; choose 'linear' or 'dynamics'")
         self.layers = nn.ModuleList(
-            EnsembleLinear(i, o, num_critics, init=init) for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+            EnsembleLinear(i, o, population * num_critics, init=init)
+            for i, o in zip(sizes[:-1], sizes[1:], strict=True)
         )
+        if generators is not None:
+            init_members(list(self.layers), generators, num_critics)
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Q-values [N, *lead, 1] for obs [*lead, d_s] and act [*lead, d_a] (any leading batch shape)."""
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """Q-values [N, *lead, 1] of one run's critics for obs [*lead, d_s] and act [*lead, d_a]."""
+        if member is None:
+            if self.population != 1:
+                raise ValueError(f"a population of {self.population} critic sets: name the member")
+            member = 0
         lead = obs.shape[:-1]
-        x = torch.cat([obs, act], dim=-1)
-        if x.dim() != 2:
-            x = x.reshape(-1, x.shape[-1])
+        x = _flat(torch.cat([obs, act], dim=-1))
+        lo, hi = member * self.num_critics, (member + 1) * self.num_critics
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer.forward_members(x, lo, hi)
+            if i < last:
+                x = torch.relu(x)
+        return x.view(self.num_critics, *lead, 1)
+
+    def forward_pop(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Q-values [P, N, *lead, 1] of every run's critics for obs [P, *lead, d_s] and act [P, *lead, d_a]."""
+        p, n = self.population, self.num_critics
+        lead = obs.shape[1:-1]
+        x = torch.cat([obs, act], dim=-1).reshape(p, 1, -1, obs.shape[-1] + act.shape[-1])
+        x = x.expand(p, n, *x.shape[2:]).reshape(p * n, x.shape[2], x.shape[3])
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
                 x = torch.relu(x)
-        return x.view(self.num_critics, *lead, 1)
+        return x.view(p, n, *lead, 1)
+
+
+def _gaussian_sample(
+    mu: torch.Tensor, log_std: torch.Tensor, act_scale: float, deterministic: bool, noise: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(a, u, log π(a|s)) of the tanh-Gaussian from its mean and log σ and standard-normal noise (sac.md §1)."""
+    if deterministic:
+        u = mu
+        noise_term = torch.zeros_like(mu)
+    else:
+        assert noise is not None
+        u = mu + log_std.exp() * noise
+        noise_term = 0.5 * noise * noise
+    normal_logp = -(noise_term + log_std + _LOG_SQRT_2PI).sum(-1, keepdim=True)
+    logp = normal_logp - squash_correction(u, act_scale)
+    return act_scale * torch.tanh(u), u, logp
+
+
+def member_noise(
+    shape: torch.Size | tuple[int, ...], generators: Sequence[torch.Generator | None], like: torch.Tensor
+) -> torch.Tensor:
+    """Standard-normal noise [P, *shape]: member k's slice drawn from its own generator, exactly the draw its
+    single run makes (one ``randn`` of ``shape``)."""
+    draws = [torch.randn(shape, dtype=like.dtype, device=like.device, generator=g) for g in generators]
+    return draws[0].unsqueeze(0) if len(draws) == 1 else torch.stack(draws)
 
 
 class TanhGaussianActor(nn.Module):
@@ -71,6 +148,10 @@ class TanhGaussianActor(nn.Module):
 
     Trunk MLP with ReLU after every hidden layer, two linear heads: an unbounded mean μ(s) and
     log σ(s) = clamp(head(s), log_std_min, log_std_max). Action a = a_max · tanh(u), u = μ + σ ⊙ ξ.
+
+    Every layer is an :class:`EnsembleLinear` over the ``population`` axis (one policy per run): ``forward``,
+    ``sample`` and ``log_prob`` act as one run's policy (``member``; the only one when P = 1), the ``*_pop``
+    methods as all P at once on inputs [P, *lead, ·].
     """
 
     def __init__(
@@ -81,48 +162,83 @@ class TanhGaussianActor(nn.Module):
         act_scale: float = 1.0,
         log_std_min: float = -5.0,
         log_std_max: float = 2.0,
+        population: int = 1,
+        generators: Sequence[torch.Generator | None] | None = None,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        last = obs_dim
-        for h in hidden:
-            layers += [nn.Linear(last, h), nn.ReLU()]
-            last = h
-        self.trunk = nn.Sequential(*layers)
-        self.mu = nn.Linear(last, act_dim)
-        self.log_std = nn.Linear(last, act_dim)
+        sizes = [obs_dim, *hidden]
+        self.trunk = nn.ModuleList(
+            EnsembleLinear(i, o, population, init="linear") for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        last = sizes[-1]
+        self.mu = EnsembleLinear(last, act_dim, population, init="linear")
+        self.log_std = EnsembleLinear(last, act_dim, population, init="linear")
+        if generators is not None:
+            init_members([*self.trunk, self.mu, self.log_std], generators, 1)
+        self.population = population
         self.act_dim = act_dim
         self.act_scale = float(act_scale)
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(μ, log σ), each [*lead, d_a]."""
-        h = self.trunk(obs)
-        return self.mu(h), self.log_std(h).clamp(self.log_std_min, self.log_std_max)
+    def _member(self, member: int | None) -> int:
+        if member is None:
+            if self.population != 1:
+                raise ValueError(f"a population of {self.population} policies: name the member")
+            return 0
+        return member
+
+    def forward(self, obs: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ) of one run's policy, each [*lead, d_a]."""
+        k = self._member(member)
+        lead = obs.shape[:-1]
+        h = _flat(obs)
+        for layer in self.trunk:
+            h = torch.relu(_affine(layer, h, k))
+        mu = _affine(self.mu, h, k).view(*lead, self.act_dim)
+        log_std = _affine(self.log_std, h, k).clamp(self.log_std_min, self.log_std_max).view(*lead, self.act_dim)
+        return mu, log_std
+
+    def forward_pop(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ) of every run's policy for obs [P, *lead, d_s], each [P, *lead, d_a]."""
+        p = self.population
+        shape = (*obs.shape[:-1], self.act_dim)
+        h = obs.reshape(p, -1, obs.shape[-1])
+        for layer in self.trunk:
+            h = torch.relu(layer(h))
+        return self.mu(h).view(shape), self.log_std(h).clamp(self.log_std_min, self.log_std_max).view(shape)
 
     def squash_correction(self, u: torch.Tensor) -> torch.Tensor:
         """Σ_i log(a_max (1 − tanh² u_i) + 1e-6), [*lead, 1] (sac.md §1)."""
         return squash_correction(u, self.act_scale)
 
     def sample(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        member: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(a, u, log π(a|s) [*lead, 1]); reparameterised, so differentiable in the actor's parameters."""
-        mu, log_std = self(obs)
-        if deterministic:
-            u = mu
-            noise_term = torch.zeros_like(mu)
-        else:
-            xi = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
-            u = mu + log_std.exp() * xi
-            noise_term = 0.5 * xi * xi
-        normal_logp = -(noise_term + log_std + _LOG_SQRT_2PI).sum(-1, keepdim=True)
-        logp = normal_logp - self.squash_correction(u)
-        return self.act_scale * torch.tanh(u), u, logp
+        """(a, u, log π(a|s) [*lead, 1]) of one run's policy; reparameterised, so differentiable in its parameters."""
+        mu, log_std = self(obs, member)
+        noise = None
+        if not deterministic:
+            noise = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+        return _gaussian_sample(mu, log_std, self.act_scale, deterministic, noise)
 
-    def log_prob(self, obs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def sample_pop(
+        self,
+        obs: torch.Tensor,
+        generators: Sequence[torch.Generator | None],
+        deterministic: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`sample` for every run at once, obs [P, *lead, d_s]; run k's noise comes from ``generators[k]``."""
+        mu, log_std = self.forward_pop(obs)
+        noise = None if deterministic else member_noise(mu.shape[1:], generators, mu)
+        return _gaussian_sample(mu, log_std, self.act_scale, deterministic, noise)
+
+    def log_prob(self, obs: torch.Tensor, u: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """log π(a_max tanh(u) | s) for a stored pre-tanh action u, [*lead, 1] (sac.md §1)."""
-        mu, log_std = self(obs)
+        mu, log_std = self(obs, member)
         xi = (u - mu) * torch.exp(-log_std)
         normal_logp = -(0.5 * xi * xi + log_std + _LOG_SQRT_2PI).sum(-1, keepdim=True)
         return normal_logp - self.squash_correction(u)

@@ -73,9 +73,51 @@ class ActorCriticAccess:
         return self.q(obs, a, target=target).amin(0)
 
 
+def slice_rows(tree: Any, start: int, stop: int) -> Any:
+    """Rows [start, stop) of every tensor of a state tree that has rows (dim >= 1); 0-d tensors and other values
+    are kept. One run's share of a population's state (its optimizer moments have the shapes of its weights)."""
+    if isinstance(tree, torch.Tensor):
+        return tree[start:stop].clone() if tree.dim() >= 1 else tree.clone()
+    if isinstance(tree, dict):
+        return {k: slice_rows(v, start, stop) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [slice_rows(v, start, stop) for v in tree]
+    return copy.deepcopy(tree)
+
+
+def concat_rows(trees: list[Any]) -> Any:
+    """The inverse of :func:`slice_rows` over members: tensors with rows are concatenated in member order; 0-d
+    tensors and other values are taken from the first member (they are equal across a population: the optimizer
+    step counts and settings)."""
+    first = trees[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(trees) if first.dim() >= 1 else first.clone()
+    if isinstance(first, dict):
+        return {k: concat_rows([t[k] for t in trees]) for k in first}
+    if isinstance(first, list):
+        return [concat_rows([t[i] for t in trees]) for i in range(len(first))]
+    return copy.deepcopy(first)
+
+
 @register("learner", "sac")
 class SAC(ActorCriticAccess):
-    """Soft actor-critic with N batched critics, tanh-Gaussian actor and clamped auto-α (sac.md §1-§2, §4)."""
+    """Soft actor-critic with N batched critics, tanh-Gaussian actor and clamped auto-α (sac.md §1-§2, §4).
+
+    **Populations** (issue 15, DESIGN.md "Performance rules"). ``members`` (one config per run) builds P runs of
+    SAC as one batched program: every network is stacked over the population axis (the actor as P policies, the
+    critics as P·N networks), one fused Adam steps all P runs' parameters of a kind at once (Adam is elementwise,
+    so that is P independent Adams), α is a vector [P], and every random draw of run k comes from
+    ``generators[k]``. :meth:`update_pop` takes a batch [P, B, ·] and returns metrics [P]. A single run is the
+    population of one through the same code: :meth:`update` on a batch [B, ·] adds the axis and removes it.
+
+    What may differ between the runs of one population (``population_keys``): ``tau`` and ``gamma``, the
+    per-run scalars of the update; everything else (sizes, learning rates: one fused Adam has one rate) splits
+    populations. :meth:`member` gives run k's acting and evaluation methods (the Learner protocol, [B, ·]
+    shapes) for the per-run work of the trainer: rollouts, evaluation, rules and penalties.
+    """
+
+    supports_population = True
+    population_keys = ("tau", "gamma")
 
     @dataclass
     class Config:
@@ -99,21 +141,35 @@ class SAC(ActorCriticAccess):
         log_std_min: float = -5.0
         log_std_max: float = 2.0
 
-    def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        spec: EnvSpec,
+        device: torch.device | str = "cpu",
+        members: list[Any] | None = None,
+        generators: list[torch.Generator | None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.spec = spec
         self.device = torch.device(device)
+        self.member_cfgs = list(members) if members else [cfg]
+        p = self.population = len(self.member_cfgs)
+        if generators is not None and len(generators) != p:
+            raise ValueError(f"{p} population members but {len(generators)} generators")
         if cfg.actor_schedule not in ("none", "cosine"):
             raise ValueError(f"learner.actor_schedule must be 'none' or 'cosine', got {cfg.actor_schedule!r}")
         if cfg.num_critics < 1:
             raise ValueError(f"learner.num_critics must be >= 1, got {cfg.num_critics}")
         hidden = list(cfg.hidden)
+        # Noise sources of the update, one per run (None: torch's global generator). The trainer passes seeded ones.
+        self.generators: list[torch.Generator | None] = list(generators) if generators is not None else [None] * p
+        init_gens = generators  # None: the global generator, drawn in construction order
         self.actor = TanhGaussianActor(
-            spec.obs_dim, spec.act_dim, hidden, spec.act_scale, cfg.log_std_min, cfg.log_std_max
+            spec.obs_dim, spec.act_dim, hidden, spec.act_scale, cfg.log_std_min, cfg.log_std_max, p, init_gens
         ).to(self.device)
-        self.critic = CriticEnsemble(spec.obs_dim, spec.act_dim, hidden, cfg.num_critics, cfg.critic_init).to(
-            self.device
-        )
+        self.critic = CriticEnsemble(
+            spec.obs_dim, spec.act_dim, hidden, cfg.num_critics, cfg.critic_init, p, init_gens
+        ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
         self.actor_optimizer = _adam(list(self.actor.parameters()), cfg.actor_lr, self.device)
@@ -127,20 +183,45 @@ class SAC(ActorCriticAccess):
             self.target_entropy = -float(spec.act_dim)
         else:
             self.target_entropy = float(cfg.target_entropy)
-        self.log_alpha = nn.Parameter(torch.zeros((), device=self.device), requires_grad=cfg.auto_alpha)
+        self.log_alpha = nn.Parameter(torch.zeros(p, device=self.device), requires_grad=cfg.auto_alpha)
         self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr, self.device) if cfg.auto_alpha else None
         self._alpha = self._current_alpha()
-        # Noise source of ``update`` (None: torch's global generator). The trainer may set a seeded one.
-        self.generator: torch.Generator | None = None
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
         self._actor_params = list(self.actor.parameters())
+        self._gamma_pop, self._tau_weights = self._per_member_scalars()
 
-    # -- temperature and discount (acting and evaluating: ActorCriticAccess) -------------------------
+    def _per_member_scalars(self) -> tuple[float | torch.Tensor, list[torch.Tensor] | None]:
+        """γ as a float, or [P, 1, 1] when the runs differ; τ as None (the cfg's float), or one weight per
+        critic parameter ([P·N, 1, 1]) when they differ."""
+        gammas = [float(c.gamma) for c in self.member_cfgs]
+        taus = [float(c.tau) for c in self.member_cfgs]
+        gamma: float | torch.Tensor = gammas[0]
+        if len(set(gammas)) > 1:
+            gamma = torch.tensor(gammas, device=self.device).view(-1, 1, 1)
+        tau_weights = None
+        if len(set(taus)) > 1:
+            per_critic = torch.tensor(taus, device=self.device).repeat_interleave(self.cfg.num_critics)
+            tau_weights = [per_critic.view(-1, *([1] * (p.dim() - 1))) for p in self._critic_params]
+        return gamma, tau_weights
+
+    # -- a single run's view: the classic protocol ----------------------------------------------
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The noise source of a single run (P = 1)."""
+        return self.generators[0]
+
+    @generator.setter
+    def generator(self, value: torch.Generator | None) -> None:
+        self.generators = [value] * self.population if self.population == 1 else self.generators
+        if self.population != 1:
+            raise ValueError("a population has one generator per member; set learner.generators")
+
     @property
     def alpha(self) -> torch.Tensor:
-        """The α used in the losses (0-d tensor; exp(log α) clamped at alpha_max when auto)."""
-        return self._alpha
+        """The α used in the losses (0-d for a single run, [P] for a population; exp(log α) clamped at
+        alpha_max when auto)."""
+        return self._alpha[0] if self.population == 1 else self._alpha
 
     @property
     def gamma(self) -> float:
@@ -148,63 +229,89 @@ class SAC(ActorCriticAccess):
 
     def _current_alpha(self) -> torch.Tensor:
         if not self.cfg.auto_alpha:
-            return torch.tensor(float(self.cfg.alpha), device=self.device)
+            return torch.tensor([float(c.alpha) for c in self.member_cfgs], device=self.device)
         return self.log_alpha.detach().exp().clamp(max=self.cfg.alpha_max)
+
+    def member(self, k: int) -> Any:
+        """Run k's Learner protocol ([B, ·] shapes) for the trainer's per-run work; a single run is its own."""
+        if self.population == 1 and k == 0:
+            return self
+        return SACMember(self, k)
 
     # -- protocol: one gradient step ----------------------------------------------------------
     @torch.no_grad()
     def critic_target_value(
         self, batch: Batch, target_penalty: TargetPenalty | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The critic target y [B, 1] and the penalty (or None), sac.md §2.1 (no gradient)."""
+        """The critic target y [B, 1] and the penalty (or None) of a single run, sac.md §2.1 (no gradient)."""
+        y, penalty = self.critic_target_value_pop(Batch.stack([batch]), target_penalty)
+        return y[0], None if penalty is None else penalty[0]
+
+    @torch.no_grad()
+    def critic_target_value_pop(
+        self, batch: Batch, target_penalty: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """y [P, B, 1] for a population batch [P, B, ·] (sac.md §2.1). ``target_penalty``: one callable
+        ``(batch, learner) -> [B, 1]`` per run (a list), or one callable for a single run."""
         cfg = self.cfg
         next_obs = batch.next_obs
         if cfg.max_q_backup:
             m = cfg.max_q_samples
-            rep = next_obs.unsqueeze(0).expand(m, *next_obs.shape)
-            a_next, _, _ = self.actor.sample(rep, generator=self.generator)
-            v_next = self.critic_target(rep, a_next).amax(1).amin(0)  # [N, m, B, 1] -> max_m, min_j
+            rep = next_obs.unsqueeze(1).expand(next_obs.shape[0], m, *next_obs.shape[1:])
+            a_next, _, _ = self.actor.sample_pop(rep, self.generators)
+            v_next = self.critic_target.forward_pop(rep, a_next).amax(2).amin(1)  # [P, N, m, B, 1] -> max_m, min_j
         else:
-            a_next, _, logp_next = self.actor.sample(next_obs, generator=self.generator)
-            v_next = self.critic_target(next_obs, a_next).amin(0)
+            a_next, _, logp_next = self.actor.sample_pop(next_obs, self.generators)
+            v_next = self.critic_target.forward_pop(next_obs, a_next).amin(1)
             if not cfg.deterministic_backup:
-                v_next = v_next - self._alpha * logp_next
+                v_next = v_next - self._alpha.view(-1, 1, 1) * logp_next
         reward = batch.reward
         penalty = None
         if target_penalty is not None:
-            penalty = target_penalty(batch, self)
+            penalties = target_penalty if isinstance(target_penalty, list) else [target_penalty]
+            penalty = torch.stack(
+                [fn(batch.member(k), self.member(k)) for k, fn in enumerate(penalties)]
+            )
             reward = reward - penalty
-        y = reward + cfg.gamma * (1.0 - batch.terminal) * v_next
+        y = reward + self._gamma_pop * (1.0 - batch.terminal) * v_next
         if cfg.target_min != -math.inf:
             y = y.clamp_min(cfg.target_min)
         return y, penalty
 
     def update(self, batch: Batch, target_penalty: TargetPenalty | None = None) -> dict[str, torch.Tensor]:
-        """One SAC step: critic → actor → α → Polyak (sac.md §2). Metrics are detached 0-d tensors."""
+        """One SAC step of a single run on a batch [B, ·]: critic → actor → α → Polyak (sac.md §2). Metrics are
+        detached 0-d tensors."""
+        if self.population != 1:
+            raise ValueError(f"a population of {self.population}: use update_pop with a batch [P, B, ...]")
+        metrics = self.update_pop(Batch.stack([batch]), target_penalty)
+        return {k: v[0] for k, v in metrics.items()}
+
+    def update_pop(self, batch: Batch, target_penalty: Any = None) -> dict[str, torch.Tensor]:
+        """One SAC step of every run on a population batch [P, B, ·] (sac.md §2); metrics are detached [P]."""
         alpha = self._alpha
 
-        # 1-2. critic: one Adam over the ensemble, loss = Σ_j mean_b (Q_j(s,a) − y)²
-        y, penalty = self.critic_target_value(batch, target_penalty)
-        q_pred = self.critic(batch.obs, batch.act)
-        critic_loss = (q_pred - y).square().mean(dim=(1, 2)).sum()
-        self.critic_step(critic_loss)
+        # 1-2. critic: one Adam over every run's ensemble, loss = Σ_runs Σ_j mean_b (Q_j(s,a) − y)²
+        y, penalty = self.critic_target_value_pop(batch, target_penalty)
+        q_pred = self.critic.forward_pop(batch.obs, batch.act)  # [P, N, B, 1]
+        critic_loss = (q_pred - y.unsqueeze(1)).square().mean(dim=(2, 3)).sum(1)  # [P]
+        self.critic_step(critic_loss.sum())
 
         # 3. actor, against the updated online critics; 4. temperature; 5. Polyak
-        actor_loss, logp_mean = self.actor_step(batch.obs, alpha)
+        actor_loss, logp_mean = self.actor_step_pop(batch.obs, alpha)
         self.alpha_step(logp_mean)
         self.polyak()
 
-        q_det = q_pred.detach()
+        q_det = q_pred.detach().flatten(1)
         metrics = {
             "critic_loss": critic_loss.detach(),
             "actor_loss": actor_loss,
             "alpha": alpha,
-            "q_mean": q_det.mean(),
-            "q_max": q_det.max(),
+            "q_mean": q_det.mean(1),
+            "q_max": q_det.amax(1),
             "log_pi": logp_mean,
         }
         if penalty is not None:
-            metrics["penalty_mean"] = penalty.detach().mean()
+            metrics["penalty_mean"] = penalty.detach().flatten(1).mean(1)
         return metrics
 
     # -- the pieces of a step, shared with the learners built on SAC (cql) ------------------------
@@ -215,22 +322,27 @@ class SAC(ActorCriticAccess):
         self.critic_optimizer.step()
 
     def actor_step(self, obs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """L_π = mean[α log π(ã|s) − min_j Q_j(s, ã)], one Adam step of the actor only (sac.md §2.3).
+        """L_π = mean[α log π(ã|s) − min_j Q_j(s, ã)], one Adam step of a single run's actor (sac.md §2.3).
 
         Returns the detached loss and the detached mean log π (for the temperature step)."""
-        a_pi, _, logp_pi = self.actor.sample(obs, generator=self.generator)
-        q_pi = self.critic(obs, a_pi).amin(0)
-        actor_loss = (alpha * logp_pi - q_pi).mean()
+        loss, logp_mean = self.actor_step_pop(obs.unsqueeze(0), alpha.reshape(1))
+        return loss[0], logp_mean[0]
+
+    def actor_step_pop(self, obs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor step of every run, obs [P, B, d_s], α [P]; returns the losses and mean log π, each [P]."""
+        a_pi, _, logp_pi = self.actor.sample_pop(obs, self.generators)
+        q_pi = self.critic.forward_pop(obs, a_pi).amin(1)  # [P, B, 1]
+        actor_loss = (alpha.view(-1, 1, 1) * logp_pi - q_pi).mean(dim=(1, 2))  # [P]
         self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self._actor_params)
+        actor_loss.sum().backward(inputs=self._actor_params)
         self.actor_optimizer.step()
-        return actor_loss.detach(), logp_pi.detach().mean()
+        return actor_loss.detach(), logp_pi.detach().mean(dim=(1, 2))
 
     def alpha_step(self, logp_mean: torch.Tensor) -> None:
         """Temperature step, then α = min(exp(log α), alpha_max) from the next use on (sac.md §2.4)."""
         if self.alpha_optimizer is None:
             return
-        alpha_loss = -self.log_alpha * (logp_mean + self.target_entropy)
+        alpha_loss = -(self.log_alpha * (logp_mean.reshape(-1) + self.target_entropy)).sum()
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_optimizer.step()
@@ -238,9 +350,14 @@ class SAC(ActorCriticAccess):
 
     @torch.no_grad()
     def polyak(self) -> None:
-        """θ̄ ← (1 − τ) θ̄ + τ θ for every target critic (sac.md §2.5)."""
-        torch._foreach_mul_(self._target_params, 1.0 - self.cfg.tau)
-        torch._foreach_add_(self._target_params, self._critic_params, alpha=self.cfg.tau)
+        """θ̄ ← (1 − τ) θ̄ + τ θ for every target critic (sac.md §2.5); a per-run τ when the runs differ."""
+        if self._tau_weights is None:
+            torch._foreach_mul_(self._target_params, 1.0 - self.cfg.tau)
+            torch._foreach_add_(self._target_params, self._critic_params, alpha=self.cfg.tau)
+        else:
+            keep = [1.0 - w for w in self._tau_weights]
+            torch._foreach_mul_(self._target_params, keep)
+            torch._foreach_addcmul_(self._target_params, self._critic_params, self._tau_weights)
 
     # -- learning-rate schedule (sac.md §4) -----------------------------------------------------
     def set_total_epochs(self, n: int) -> None:
@@ -273,6 +390,23 @@ class SAC(ActorCriticAccess):
             "actor_scheduler": None if self.actor_scheduler is None else self.actor_scheduler.state_dict(),
         }
 
+    _CRITIC_KEYS = ("critic", "critic_target", "critic_optimizer")
+
+    def member_state_dict(self, k: int) -> dict[str, Any]:
+        """Run k's state in the format of a single run's :meth:`state_dict` (its checkpoint)."""
+        n = self.cfg.num_critics
+        out = {}
+        for key, value in self.state_dict().items():
+            unit = n if key in self._CRITIC_KEYS else 1
+            out[key] = slice_rows(value, k * unit, (k + 1) * unit)
+        return out
+
+    def load_member_states(self, states: list[dict[str, Any]]) -> None:
+        """Load one single-run state per member (the inverse of :meth:`member_state_dict`)."""
+        if len(states) != self.population:
+            raise ValueError(f"{len(states)} member states for a population of {self.population}")
+        self.load_state_dict({key: concat_rows([s[key] for s in states]) for key in states[0]})
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Optimizers keep the loaded state tensors by reference: copy them so two learners never share state.
         state = {k: copy.deepcopy(v) if k.endswith("optimizer") else v for k, v in state.items()}
@@ -282,7 +416,7 @@ class SAC(ActorCriticAccess):
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         with torch.no_grad():
-            self.log_alpha.copy_(state["log_alpha"])
+            self.log_alpha.copy_(state["log_alpha"].reshape(self.log_alpha.shape))
         if self.alpha_optimizer is not None and state.get("alpha_optimizer") is not None:
             self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self._alpha = self._current_alpha()
@@ -297,3 +431,47 @@ class SAC(ActorCriticAccess):
             self.actor_scheduler.load_state_dict(state["actor_scheduler"])
             for group, lr in zip(self.actor_optimizer.param_groups, lrs, strict=True):
                 group["lr"] = lr  # the restored optimizer already carries the scheduled lr
+
+
+class SACMember(ActorCriticAccess):
+    """Run k of a SAC population through the single-run Learner protocol ([B, ·] shapes): what rollouts,
+    evaluation, rules and target penalties of that run see. Acting and evaluating only; the population's
+    :meth:`SAC.update_pop` trains."""
+
+    def __init__(self, population: SAC, k: int) -> None:
+        self.pop, self.k = population, k
+        self.spec = population.spec
+        self.device = population.device
+        self.cfg = population.member_cfgs[k]
+
+    @property
+    def generator(self) -> torch.Generator | None:  # type: ignore[override]
+        return self.pop.generators[self.k]
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.pop._alpha[self.k]
+
+    @property
+    def gamma(self) -> float:
+        return float(self.cfg.gamma)
+
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.pop.actor.sample(obs, deterministic, generator, member=self.k)
+
+    def log_prob(self, obs: torch.Tensor, pre_tanh_action: torch.Tensor) -> torch.Tensor:
+        return self.pop.actor.log_prob(obs, pre_tanh_action, member=self.k)
+
+    def q(self, obs: torch.Tensor, act: torch.Tensor, target: bool = False) -> torch.Tensor:
+        return (self.pop.critic_target if target else self.pop.critic)(obs, act, member=self.k)
+
+    def value(self, obs: torch.Tensor, target: bool = False, action: str = "deterministic") -> torch.Tensor:
+        if action not in ("deterministic", "sample"):
+            raise ValueError(f"action must be 'deterministic' or 'sample', got {action!r}")
+        a, _, _ = self.act(obs, deterministic=action == "deterministic", generator=self.generator)
+        return self.q(obs, a, target=target).amin(0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.pop.member_state_dict(self.k)

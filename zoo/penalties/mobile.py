@@ -28,6 +28,7 @@ class MobilePenalty:
     """
 
     stage = "target"
+    population_keys = ("coef",)  # a population calls each run's own penalty (zoo.engine.population)
 
     @dataclass
     class Config:

@@ -46,6 +46,7 @@ class MorelHaltPenalty:
     """MOReL's USAD halt: disagreement above a dataset-derived threshold → absorbing HALT with reward −κ."""
 
     stage = "rollout"
+    population_keys = ("kappa", "pessimism")  # a population calls each run's own penalty (zoo.engine.population)
 
     @dataclass
     class Config:

@@ -73,6 +73,7 @@ class MopoPenalty:
     """
 
     stage = "rollout"
+    population_keys = ("coef",)  # a population calls each run's own penalty (zoo.engine.population)
 
     @staticmethod
     def requirements(cfg: Any) -> frozenset[str]:
@@ -117,6 +118,7 @@ class DisagreementPenalty:
     """coef · max_{i,j} ‖μ^s_i − μ^s_j‖₂ over the members' state-delta means (dynamics.md §11), rollout stage."""
 
     stage = "rollout"
+    population_keys = ("coef",)  # a population calls each run's own penalty (zoo.engine.population)
 
     @dataclass
     class Config:

@@ -11,3 +11,4 @@ class MLERule(Rule):
     """Keep the pretrained MLE ensemble fixed; uses none of the rule hooks."""
 
     every = 0
+    supports_population = True  # nothing to do per run (zoo.engine.population)

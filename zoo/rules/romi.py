@@ -82,6 +82,11 @@ class WeightNet(nn.Module):
 
 @register("rule", "romi")
 class RomiRule(Rule):
+    # Populations (zoo.engine.population): each run has its own ROMI rule, model and optimizers, and the model
+    # phase reads the learner only through acting and Q-values (learner.member(k)), so its scalar keys may differ.
+    supports_population = True
+    population_keys = ("eps", "model_lr", "weight_lr")
+
     """ROMI's model phase (romi.md §3): a weighted-MLE inner step and a one-step (or exact) hypergradient step of
     the weighting network towards robust value-aware model learning."""
 
