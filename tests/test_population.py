@@ -45,9 +45,10 @@ TINY = [
 RECIPE_EXTRA = {
     "romi": ["rule.every=20", "rule.iterations=3", "rule.batch_size=16", "rule.weight_hidden=[16]"],
     "mobile": ["penalty.samples=2"],
+    "combo": ["learner.num_repeat=2", "learner.lagrange=true"],  # the Lagrange form: α' per run too
 }
-SUPPORTED = ("mbpo", "mopo", "mobile", "morel", "romi")
-UNSUPPORTED = ("rambo", "rombrl", "combo")
+SUPPORTED = ("mbpo", "mopo", "mobile", "morel", "romi", "combo")
+UNSUPPORTED = ("rambo", "rombrl")
 
 DATA = hopper_shaped_rows(500)
 
@@ -67,7 +68,10 @@ def _trainer(cfgs: list[Any], root: Path, names: list[str]) -> Trainer:
 def _member_params(trainer: Trainer, k: int) -> dict[str, torch.Tensor]:
     """Run k's learner parameters (single-run layout) and its model's parameters."""
     learner = trainer.learner.member_state_dict(k) if trainer.batched else trainer.learner.state_dict()
-    out = {f"{sect}.{name}": v for sect in ("actor", "critic", "critic_target") for name, v in learner[sect].items()}
+    sac = learner.get("sac", learner)  # COMBO's learner composes a SAC
+    out = {f"{sect}.{name}": v for sect in ("actor", "critic", "critic_target") for name, v in sac[sect].items()}
+    out.update({name: v.reshape(-1) for name, v in learner.items() if name in ("log_alpha", "log_cql_alpha")})
+    out["sac.log_alpha"] = sac["log_alpha"].reshape(-1)
     model = trainer.members[k].model
     if model is not None:
         out.update({f"model.{name}": v for name, v in model.state_dict().items()})
