@@ -77,7 +77,7 @@ def test_ensemble_linear_equals_separate_linears_both_layouts() -> None:
         layer(torch.randn(2, 6, 4))
 
 
-@pytest.mark.parametrize("out", [1, 3, 8, 9, 24])  # the transposed product up to SKINNY_OUT = 8, the plain one above
+@pytest.mark.parametrize("out", [1, 3, 24])
 def test_ensemble_linear_values_and_gradients_equal_separate_linears(out: int) -> None:
     torch.manual_seed(0)
     layer = EnsembleLinear(7, out, ensemble=3)

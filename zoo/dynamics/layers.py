@@ -13,11 +13,7 @@ import torch
 from torch import nn
 
 INITS = ("dynamics", "linear")
-# Outputs at most this wide are computed transposed, out^T = W^T x^T: batched BLAS runs a [B, in] x [in, out] product
-# with a tiny ``out`` far below its speed, and the transposed product, [out, in] x [in, B], much closer to it.
-# Measured (benchmarks/test_bench_population.py's shapes, one thread, AMD EPYC with AVX-512): forward and backward
-# of 16 members x 256 rows, 64 -> 1: 560 -> 451 us; 64 -> 6: 599 -> 365 us; at 16 outputs the plain product wins.
-SKINNY_OUT = 8
+
 
 
 class EnsembleLinear(nn.Module):
@@ -94,7 +90,7 @@ class EnsembleLinear(nn.Module):
                 f"EnsembleLinear expects [B, {self.in_features}] or [{self.ensemble}, B, {self.in_features}], "
                 f"got {tuple(x.shape)}"
             )
-        return _affine(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias, x, self.weight)
 
     def forward_members(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Members [start, stop) only: [B, in] or [stop - start, B, in] -> [stop - start, B, out]. The weights are
@@ -102,7 +98,7 @@ class EnsembleLinear(nn.Module):
         n = stop - start
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(n, -1, -1)
-        return _affine(self.bias[start:stop], x, self.weight[start:stop])
+        return torch.baddbmm(self.bias[start:stop], x, self.weight[start:stop])
 
     def decay_loss(self) -> torch.Tensor:
         """wd · ½ · Σ_e ‖W[e]‖²_F, weights only (dynamics.md §4)."""
@@ -137,10 +133,3 @@ class EnsembleLinear(nn.Module):
             f"weight_decay={self.weight_decay}, init={self.init!r}"
         )
 
-
-def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """bias + x @ weight for [E, B, in] x [E, in, out] -> [E, B, out]; narrow outputs as the transposed product
-    (a [E, B, out] view of a [E, out, B] result; ``SKINNY_OUT``)."""
-    if weight.shape[-1] <= SKINNY_OUT:
-        return torch.baddbmm(bias.transpose(1, 2), weight.transpose(1, 2), x.transpose(1, 2)).transpose(1, 2)
-    return torch.baddbmm(bias, x, weight)
