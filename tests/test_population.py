@@ -138,10 +138,12 @@ def test_the_comparison_sees_a_different_random_stream(tmp_path: Path) -> None:
 
 
 def test_population_keys_may_differ_between_members(tmp_path: Path) -> None:
-    """penalty.coef (each run's own penalty) and learner.tau, learner.gamma (per-run scalars of the batched update)."""
+    """penalty.coef (each run's own penalty), learner.tau, learner.gamma (per-run scalars of the batched update) and
+    the learning rates (zoo.learners.sac.RunRates), with the cosine schedule of the actor's."""
     extras = [
-        ["penalty.coef=0.5", "learner.tau=0.005", "learner.gamma=0.99"],
-        ["penalty.coef=3.0", "learner.tau=0.02", "learner.gamma=0.9"],
+        ["penalty.coef=0.5", "learner.tau=0.005", "learner.gamma=0.99", "learner.actor_lr=1e-4"],
+        ["penalty.coef=3.0", "learner.tau=0.02", "learner.gamma=0.9", "learner.actor_lr=1e-3",
+         "learner.critic_lr=1e-3", "learner.alpha_lr=3e-4", "learner.actor_schedule=cosine"],
     ]
     cfgs = [_cfg("mopo", s, *extra) for s, extra in zip((0, 1), extras, strict=True)]
     assert cfgs[0].hash() != cfgs[1].hash()
@@ -155,7 +157,7 @@ def test_population_keys_may_differ_between_members(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("learner.hidden=[8, 8]", "learner.hidden"), ("learner.actor_lr=1e-3", "learner.actor_lr"),
+    [("learner.hidden=[8, 8]", "learner.hidden"), ("learner.actor_schedule=none", "learner.actor_schedule"),
      ("rollout.horizon=2", "rollout.horizon"), ("penalty.mode=ensemble_std", "penalty.mode")],
 )
 def test_structural_keys_split_populations(override: str, key: str) -> None:
@@ -209,7 +211,7 @@ def test_a_diverging_member_stops_alone(tmp_path: Path) -> None:
 
 
 def test_a_population_stops_on_ctrl_c_and_resumes_exactly(tmp_path: Path) -> None:
-    cfgs = [_cfg("mopo", s) for s in (0, 1)]
+    cfgs = [_cfg("mopo", 0), _cfg("mopo", 1, "learner.critic_lr=1e-3")]  # per-run rates survive the resume too
     whole = _trainer(cfgs, tmp_path / "whole", ["s0", "s1"])
     whole.train_members()
 
@@ -235,8 +237,9 @@ def test_a_population_stops_on_ctrl_c_and_resumes_exactly(tmp_path: Path) -> Non
 
 
 def test_a_member_checkpoint_resumes_as_a_single_run(tmp_path: Path) -> None:
-    """A member's checkpoint has the single-run format: the single run of its seed resumes from it."""
-    cfgs = [_cfg("mopo", s) for s in (0, 1)]
+    """A member's checkpoint has the single-run format (its own learning rates included): the single run of its seed
+    resumes from it."""
+    cfgs = [_cfg("mopo", 0, "learner.critic_lr=3e-4"), _cfg("mopo", 1, "learner.critic_lr=1e-3")]
     pop = _trainer(cfgs, tmp_path / "pop", ["s0", "s1"])
     update = pop.learner.update_pop
 
@@ -249,6 +252,8 @@ def test_a_member_checkpoint_resumes_as_a_single_run(tmp_path: Path) -> None:
     pop.learner.update_pop = update_then_stop  # type: ignore[method-assign]
     with pytest.raises(TrainingInterrupted):
         pop.train_members()
+    state = torch.load(tmp_path / "pop" / "s1" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["learner"]["critic_optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
     alone = _trainer([cfgs[1]], tmp_path / "pop", ["s1"])
     alone.train(resume=True)
     straight = _trainer([cfgs[1]], tmp_path / "straight", ["s1"])

@@ -31,6 +31,55 @@ def _adam(params: list[nn.Parameter] | list[torch.Tensor], lr: float, device: to
         return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
+class RunRates:
+    """Learning rates per run for one Adam over P runs' stacked parameters.
+
+    Adam's step is elementwise, so one (fused) Adam over stacked parameters is P independent Adams, but it has one
+    learning rate. When the runs' rates differ, the optimizer runs at rate 1 (times its schedule) and each run's
+    change is scaled by its own rate afterwards: θ ← θ_old + η_k (θ_Adam(1) − θ_old), three extra foreach ops per
+    step. With equal rates (every single run) nothing changes: the optimizer has the rate itself.
+    """
+
+    def __init__(self, params: list[torch.Tensor], rates: list[float], unit: int, device: torch.device) -> None:
+        self.rates = [float(r) for r in rates]
+        self.uniform = len(set(self.rates)) == 1
+        self.base = self.rates[0] if self.uniform else 1.0  # the optimizer's own learning rate
+        self.params = params
+        self.weights: list[torch.Tensor] | None = None
+        if not self.uniform:
+            per_row = torch.tensor(self.rates, device=device).repeat_interleave(unit)
+            self.weights = [per_row.view(-1, *([1] * (p.dim() - 1))) for p in params]
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.weights is None:
+            optimizer.step()
+            return
+        with torch.no_grad():
+            values = [p.detach() for p in self.params]
+            before = [v.clone() for v in values]
+            optimizer.step()
+            torch._foreach_lerp_(before, values, self.weights)
+            torch._foreach_copy_(values, before)
+
+    def member_groups(self, state: dict[str, Any], k: int) -> dict[str, Any]:
+        """Run k's optimizer state with its own rate in the param groups (the single-run format)."""
+        if not self.uniform:
+            for group in state["param_groups"]:
+                for key in ("lr", "initial_lr"):
+                    if key in group:
+                        group[key] = group[key] * self.rates[k]
+        return state
+
+    def population_groups(self, state: dict[str, Any], first: int = 0) -> dict[str, Any]:
+        """The inverse of :meth:`member_groups` for a state whose groups carry run ``first``'s rate."""
+        if not self.uniform:
+            for group in state["param_groups"]:
+                for key in ("lr", "initial_lr"):
+                    if key in group:
+                        group[key] = group[key] / self.rates[first]
+        return state
+
+
 class _CosineFactor:
     """lr factor ½(1 + cos(π e / T_max)) after e completed epochs, 0 beyond T_max (sac.md §4)."""
 
@@ -137,14 +186,14 @@ class SAC(ActorCriticAccess):
     ``generators[k]``. :meth:`update_pop` takes a batch [P, B, ·] and returns metrics [P]. A single run is the
     population of one through the same code: :meth:`update` on a batch [B, ·] adds the axis and removes it.
 
-    What may differ between the runs of one population (``population_keys``): ``tau`` and ``gamma``, the
-    per-run scalars of the update; everything else (sizes, learning rates: one fused Adam has one rate) splits
-    populations. :meth:`member` gives run k's acting and evaluation methods (the Learner protocol, [B, ·]
-    shapes) for the per-run work of the trainer: rollouts, evaluation, rules and penalties.
+    What may differ between the runs of one population (``population_keys``): ``tau``, ``gamma`` and the three
+    learning rates (:class:`RunRates`); everything else (sizes, the schedule, the fixed α) splits populations.
+    :meth:`member` gives run k's acting and evaluation methods (the Learner protocol, [B, ·] shapes) for the
+    per-run work of the trainer: rollouts, evaluation, rules and penalties.
     """
 
     supports_population = True
-    population_keys = ("tau", "gamma")
+    population_keys = ("tau", "gamma", "actor_lr", "critic_lr", "alpha_lr")
 
     @dataclass
     class Config:
@@ -199,8 +248,12 @@ class SAC(ActorCriticAccess):
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
-        self.actor_optimizer = _adam(list(self.actor.parameters()), cfg.actor_lr, self.device)
-        self.critic_optimizer = _adam(list(self.critic.parameters()), cfg.critic_lr, self.device)
+        n = cfg.num_critics
+        rates = {key: [getattr(c, key) for c in self.member_cfgs] for key in ("actor_lr", "critic_lr", "alpha_lr")}
+        self._actor_rates = RunRates(list(self.actor.parameters()), rates["actor_lr"], 1, self.device)
+        self._critic_rates = RunRates(list(self.critic.parameters()), rates["critic_lr"], n, self.device)
+        self.actor_optimizer = _adam(list(self.actor.parameters()), self._actor_rates.base, self.device)
+        self.critic_optimizer = _adam(list(self.critic.parameters()), self._critic_rates.base, self.device)
         self.actor_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.total_epochs: int | None = None
 
@@ -211,7 +264,8 @@ class SAC(ActorCriticAccess):
         else:
             self.target_entropy = float(cfg.target_entropy)
         self.log_alpha = nn.Parameter(torch.zeros(p, device=self.device), requires_grad=cfg.auto_alpha)
-        self.alpha_optimizer = _adam([self.log_alpha], cfg.alpha_lr, self.device) if cfg.auto_alpha else None
+        self._alpha_rates = RunRates([self.log_alpha], rates["alpha_lr"], 1, self.device)
+        self.alpha_optimizer = _adam([self.log_alpha], self._alpha_rates.base, self.device) if cfg.auto_alpha else None
         self._alpha = self._current_alpha()
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
@@ -339,7 +393,7 @@ class SAC(ActorCriticAccess):
         """One Adam step of the critic ensemble on ``critic_loss`` (a sum over critics)."""
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
-        self.critic_optimizer.step()
+        self._critic_rates.step(self.critic_optimizer)
 
     def actor_step(self, obs: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """L_π = mean[α log π(ã|s) − min_j Q_j(s, ã)], one Adam step of a single run's actor (sac.md §2.3).
@@ -355,7 +409,7 @@ class SAC(ActorCriticAccess):
         actor_loss = (alpha.view(-1, 1, 1) * logp_pi - q_pi).mean(dim=(1, 2))  # [P]
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.sum().backward(inputs=self._actor_params)
-        self.actor_optimizer.step()
+        self._actor_rates.step(self.actor_optimizer)
         return actor_loss.detach(), logp_pi.detach().mean(dim=(1, 2))
 
     def alpha_step(self, logp_mean: torch.Tensor) -> None:
@@ -365,7 +419,7 @@ class SAC(ActorCriticAccess):
         alpha_loss = -(self.log_alpha * (logp_mean.reshape(-1) + self.target_entropy)).sum()
         self.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
-        self.alpha_optimizer.step()
+        self._alpha_rates.step(self.alpha_optimizer)
         self._alpha = self._current_alpha()
 
     @torch.no_grad()
@@ -414,13 +468,28 @@ class SAC(ActorCriticAccess):
 
     def member_state_dict(self, k: int) -> dict[str, Any]:
         """Run k's state in the format of a single run's :meth:`state_dict` (its checkpoint)."""
-        return member_slice(self.state_dict(), k, self.cfg.num_critics, self._CRITIC_KEYS)
+        state = member_slice(self.state_dict(), k, self.cfg.num_critics, self._CRITIC_KEYS)
+        for key, rates in self._rates().items():
+            if state.get(key) is not None:
+                state[key] = rates.member_groups(state[key], k)
+        return state
+
+    def _rates(self) -> dict[str, RunRates]:
+        return {
+            "actor_optimizer": self._actor_rates,
+            "critic_optimizer": self._critic_rates,
+            "alpha_optimizer": self._alpha_rates,
+        }
 
     def load_member_states(self, states: list[dict[str, Any]]) -> None:
         """Load one single-run state per member (the inverse of :meth:`member_state_dict`)."""
         if len(states) != self.population:
             raise ValueError(f"{len(states)} member states for a population of {self.population}")
-        self.load_state_dict({key: concat_rows([s[key] for s in states]) for key in states[0]})
+        state = {key: concat_rows([s[key] for s in states]) for key in states[0]}
+        for key, rates in self._rates().items():
+            if state.get(key) is not None:
+                state[key] = rates.population_groups(state[key])
+        self.load_state_dict(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Optimizers keep the loaded state tensors by reference: copy them so two learners never share state.
