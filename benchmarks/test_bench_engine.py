@@ -64,7 +64,8 @@ def rollout_matmul_floor(trainer: Trainer) -> None:
     chunks = cfg.batch // rows
     g = torch.Generator().manual_seed(0)
     ens = [(layer.ensemble, layer.in_features, layer.out_features) for layer in trainer.model.layers]
-    act = [(m.in_features, m.out_features) for m in trainer.learner.actor.modules() if isinstance(m, torch.nn.Linear)]
+    actor = trainer.learner.actor
+    act = [(m.in_features, m.out_features) for m in [*actor.trunk, actor.mu, actor.log_std]]
     ens_ops = [(torch.randn(e, rows, i, generator=g), torch.randn(e, i, o, generator=g)) for e, i, o in ens]
     act_ops = [(torch.randn(cfg.batch, i, generator=g), torch.randn(i, o, generator=g)) for i, o in act]
     for _ in range(cfg.horizon):

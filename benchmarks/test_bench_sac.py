@@ -130,8 +130,7 @@ def sac_matmul_floor(learner: Any, batch_size: int = B) -> Callable[[], None]:
         return torch.randn(*shape, generator=g)
 
     critic = [(layer.ensemble, layer.in_features, layer.out_features) for layer in learner.critic.layers]
-    trunk = [m for m in learner.actor.trunk if isinstance(m, nn.Linear)]
-    actor = [(m.in_features, m.out_features) for m in [*trunk, learner.actor.mu, learner.actor.log_std]]
+    actor = [(m.in_features, m.out_features) for m in [*learner.actor.trunk, learner.actor.mu, learner.actor.log_std]]
     n = batch_size
     c_ops = [(rand(e, n, i), rand(e, i, o), rand(e, n, o), rand(e, o, i), rand(e, i, n)) for e, i, o in critic]
     a_ops = [(rand(n, i), rand(i, o), rand(n, o), rand(o, i), rand(i, n)) for i, o in actor]

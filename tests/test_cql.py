@@ -66,13 +66,14 @@ def direct_lse(learner: CQL, batch: Batch, proposals: tuple, layout: str) -> tor
 def test_logsumexp_term_matches_a_direct_computation(layout: str) -> None:
     learner = make(num_repeat=3, temperature=0.7, lse_layout=layout)
     batch = make_batch()
-    proposals = learner.proposal_actions(batch.obs, batch.next_obs)
+    # the learner works on populations ([P, ...]); a single run is P = 1
+    proposals = learner.proposal_actions(batch.obs[None], batch.next_obs[None])
     a_pi, logp_pi, a_next, logp_next, a_unif = proposals
-    assert a_pi.shape == a_next.shape == a_unif.shape == (3, 6, 2) and logp_pi.shape == (3, 6, 1)
+    assert a_pi.shape == a_next.shape == a_unif.shape == (1, 3, 6, 2) and logp_pi.shape == (1, 3, 6, 1)
     assert (a_unif.abs() <= 2.0).all() and a_unif.abs().max() > 1.0  # drawn over the env's own bounds
     with torch.no_grad():
-        lse = learner.conservative_lse(batch.obs, *proposals)
-    expected = direct_lse(learner, batch, proposals, layout)
+        lse = learner.conservative_lse(batch.obs[None], *proposals)[0]
+    expected = direct_lse(learner, batch, [p[0] for p in proposals], layout)
     torch.testing.assert_close(lse.squeeze(-1), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -83,9 +84,10 @@ def test_conservative_term_is_beta_times_lse_mean_minus_real_q(rho: str) -> None
     gen_state = torch.get_rng_state()
     with torch.no_grad():
         q_pred = learner.q(batch.obs, batch.act)
-        term = learner.conservative_term(batch, q_pred)
+        term = learner.conservative_term(Batch.stack([batch]), q_pred[None])[0]  # a population of one
         torch.set_rng_state(gen_state)  # the same proposals again
-        lse = learner.conservative_lse(batch.obs, *learner.proposal_actions(batch.obs, batch.next_obs))[..., 0]
+        obs, next_obs = batch.obs[None], batch.next_obs[None]
+        lse = learner.conservative_lse(obs, *learner.proposal_actions(obs, next_obs))[0][..., 0]
     states = slice(2, 6) if rho == "model" else slice(0, 6)
     expected = 2.5 * (lse[:, states].mean(1) - q_pred[:, :2, 0].mean(1))  # real rows are the first two
     torch.testing.assert_close(term, expected)
@@ -115,7 +117,7 @@ def test_update_steps_the_actor_before_the_critic() -> None:
     batch = make_batch()
     order: list[str] = []
     sac = learner.sac
-    for piece in ("actor_step", "alpha_step", "critic_step", "polyak"):
+    for piece in ("actor_step_pop", "alpha_step", "critic_step", "polyak"):  # a single run is a population of one
         original = getattr(sac, piece)
 
         def record(*args: object, _piece: str = piece, _original: object = original) -> object:
@@ -124,7 +126,7 @@ def test_update_steps_the_actor_before_the_critic() -> None:
 
         setattr(sac, piece, record)
     metrics = learner.update(batch)
-    assert order == ["actor_step", "alpha_step", "critic_step", "polyak"]
+    assert order == ["actor_step_pop", "alpha_step", "critic_step", "polyak"]
     assert {"conservative", "td_loss", "critic_loss", "actor_loss", "alpha"} <= set(metrics)
     assert isinstance(learner.sac, SAC)  # composed over SAC, not a copy of it
 

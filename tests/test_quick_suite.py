@@ -1,5 +1,5 @@
 """The quick suite end to end (``slow`` tier): the four Pendulum datasets collected from one online SAC run
-(collection protocol 1: sampled medium/expert actions with their log-probabilities), and MOPO, ROMI, COMBO and
+(collection protocol 2: sampled medium/expert actions with their log-probabilities), and MOPO, ROMI, COMBO and
 MOReL trained offline on pendulum-medium under the quick preset beating uniform random actions."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_qualities_are_ordered_and_the_expert_matches_its_reference(quick_datase
 
 @pytest.mark.parametrize("quality", ["medium", "expert"])
 def test_medium_and_expert_data_carry_action_spread_and_their_log_probs(quality: str, quick_datasets: dict) -> None:
-    """Collection protocol 1 (zoo.data.behaviour): the actions are samples of the behaviour policy, not its
+    """Collection protocol 2 (zoo.data.behaviour): the actions are samples of the behaviour policy, not its
     mean action, and the stored log π(a|s) is that policy's density of each stored action."""
     import minari
     import torch
@@ -45,7 +45,7 @@ def test_medium_and_expert_data_carry_action_spread_and_their_log_probs(quality:
     from zoo.data.collect import COLLECTION_PROTOCOL, local_root, minari_datasets_path
 
     data = quick_datasets[f"pendulum-{quality}"]
-    assert data.meta["collection_protocol"] == COLLECTION_PROTOCOL == 1
+    assert data.meta["collection_protocol"] == COLLECTION_PROTOCOL == 2
     policy = quality_policy("Pendulum-v1", quality)
     with minari_datasets_path(local_root()):
         episodes = minari.load_dataset(get_task(f"pendulum-{quality}").dataset_id).iterate_episodes()

@@ -6,10 +6,10 @@ episode buffers itself (no jax) and writes them with ``minari.create_dataset_fro
 with the same package versions writes the same data; the content fingerprint
 (``Transitions.fingerprint()`` of the data as ``load_minari`` reads it back) goes into the metadata.
 
-Datasets live under ``data_dir()/"minari"`` with ids like ``zoo/pendulum/random-v1``. A dataset is built in a
+Datasets live under ``data_dir()/"minari"`` with ids like ``zoo/pendulum/random-v2``. A dataset is built in a
 temporary directory beside its final place and renamed into it: nothing half-written is ever left behind.
 
-Collection protocol (:data:`COLLECTION_PROTOCOL`, see :mod:`zoo.data.behaviour`): version 1 samples the actions
+Collection protocol (:data:`COLLECTION_PROTOCOL`, see :mod:`zoo.data.behaviour`): version 1 and later sample the actions
 of ``medium`` and ``expert`` from the behaviour policy's stochastic distribution and stores their
 log-probabilities (``infos["action_log_probs"]``, one entry per action, as D4RL's ``infos/action_log_probs``);
 version 0 (before 2026-11) acted deterministically. The version is the dataset id's ``-vN`` suffix (so the
@@ -40,7 +40,9 @@ from zoo.paths import data_dir
 
 METADATA_KEY = "zoo_fingerprint"
 PROTOCOL_KEY = "zoo_protocol"
-COLLECTION_PROTOCOL = 1  # 0: deterministic medium/expert actions; 1: sampled, with log-probabilities
+COLLECTION_PROTOCOL = 2  # 0: deterministic medium/expert actions; 1: sampled, with log-probabilities;
+# 2: as 1, with the behaviour policy trained by the population-capable SAC (issue 15: stacked layers and per-run
+# generators draw other numbers than protocol 1's learner, so its data and expert differ)
 
 
 @runtime_checkable
@@ -389,7 +391,7 @@ def collect_quality(
 
 
 def default_dataset_id(env_id: str, quality: str) -> str:
-    """``zoo/<env name, lower case>/<quality>-v<protocol>``, e.g. ``zoo/pendulum/random-v1`` for Pendulum-v1:
+    """``zoo/<env name, lower case>/<quality>-v<protocol>``, e.g. ``zoo/pendulum/random-v2`` for Pendulum-v1:
     the version is the collection protocol, so data of an older protocol live under another id."""
     name = env_id.split("/")[-1].split("-v")[0].lower()
     return f"zoo/{name}/{quality}-v{COLLECTION_PROTOCOL}"

@@ -27,13 +27,14 @@ wall time so far), so a resumed run computes the same values as one that was nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,9 @@ class Member:
     wall_before: float = 0.0
     error: DivergenceError | None = None  # set when the run diverged: it is masked out from then on
     stopped_at: int | None = None
+    # The run's own state of torch's global generators: components that draw from them (a rule's network
+    # initialisation, say) see the stream the single run of this seed would see (Trainer.own_rng).
+    rng: dict[str, Any] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -183,6 +187,20 @@ class Trainer:
             return getattr(self.__dict__["members"][0], name)
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
+    @contextlib.contextmanager
+    def own_rng(self, member: Member) -> Iterator[None]:
+        """Run the body with ``member``'s own state of torch's global generators (CPU and CUDA), then keep what the
+        body left for the member's next turn. Each run of a population has its own generators for everything the
+        trainer draws; this covers what components draw from the global ones, so that member k of a population
+        draws exactly what the single run of its seed draws. A single run goes through it too (one code path)."""
+        outer = rng_states(self.device)
+        set_rng_states(member.rng, self.device)
+        try:
+            yield
+        finally:
+            member.rng = rng_states(self.device)
+            set_rng_states(outer, self.device)
+
     # ------------------------------------------------------------------------------------------
     # Setup
     def setup(self) -> None:
@@ -218,17 +236,22 @@ class Trainer:
                 generator=torch.Generator(device=self.device).manual_seed(mcfg.seed),
                 learner_generator=torch.Generator(device=self.device).manual_seed(mcfg.seed + 1),
             )
+            torch.manual_seed(mcfg.seed)
+            member.rng = rng_states(self.device)
             if needs_model:
-                member.model, member.fit_report, member.pretrain_key, member.pretrain_cached = pretrained_dynamics(
-                    mcfg.dynamics,
-                    self.data,
-                    self.spec,
-                    self.device,
-                    mcfg.seed,
-                    mcfg.data.normalize_obs,
-                    self.cache_dir,
-                    progress=self.progress,
-                )
+                with self.own_rng(member):
+                    member.model, member.fit_report, member.pretrain_key, member.pretrain_cached = (
+                        pretrained_dynamics(
+                            mcfg.dynamics,
+                            self.data,
+                            self.spec,
+                            self.device,
+                            mcfg.seed,
+                            mcfg.data.normalize_obs,
+                            self.cache_dir,
+                            progress=self.progress,
+                        )
+                    )
             self.members.append(member)
         self.learner = self._build_learner()
         total_epochs = max(1, math.ceil(cfg.steps / STEPS_PER_EPOCH))
@@ -242,8 +265,9 @@ class Trainer:
         else:
             self.buffers = None
         for member in self.members:
-            member.penalty = member.cfg.penalty.build()
-            member.rule = member.cfg.rule.build()
+            with self.own_rng(member):
+                member.penalty = member.cfg.penalty.build()
+                member.rule = member.cfg.rule.build()
             member.ctx = Context(
                 data=self.data,
                 model=member.model,
@@ -279,8 +303,9 @@ class Trainer:
         cls = REGISTRY.get("learner", cfg.learner.name)
         self.batched = bool(getattr(cls, "supports_population", False))
         if not self.batched:
-            torch.manual_seed(cfg.seed + 1)
-            return cfg.learner.build(self.spec, self.device)
+            with self.own_rng(self.members[0]):
+                torch.manual_seed(cfg.seed + 1)
+                return cfg.learner.build(self.spec, self.device)
         return cls(
             cfg.learner.cfg,
             self.spec,
@@ -317,9 +342,15 @@ class Trainer:
         idx = torch.randint(len(self.data), (cfg.batch,), device=self.device, generator=gen)
         rollout_stage = getattr(member.penalty, "stage", "rollout") == "rollout"
         penalty = member.penalty if rollout_stage and member.cfg.penalty.name != "none" else None
-        stats = model_rollout(
+        with self.own_rng(member):
+            stats = self._rollout(member, idx, penalty)
+        return stats.as_dict()
+
+    def _rollout(self, member: Member, idx: torch.Tensor, penalty: Any) -> Any:
+        gen, cfg = member.generator, member.cfg.rollout
+        return model_rollout(
             member.model,
-            self.member_learner(k),
+            self.member_learner(member.k),
             self.data.obs[idx],
             cfg.horizon,
             self.termination,
@@ -328,7 +359,6 @@ class Trainer:
             ctx=member.ctx,
             generator=gen,
         )
-        return stats.as_dict()
 
     def draw_batch_pop(self) -> Batch:
         """Every run's mixed batch [P, B, ·]: real rows first, each run's indices from its own generator."""
@@ -360,17 +390,8 @@ class Trainer:
         index = len(member.evaluations)
         n = member.cfg.eval.episodes
         learner = self.member_learner(k)
-        result: EvalResult = evaluate_policy(
-            lambda obs: learner.act(obs, deterministic=True)[0],
-            self.task.make_env,
-            episodes=n,
-            seeds=[eval_seed(member.cfg.seed, index, j) for j in range(n)],
-            normalizer=self.normalizer,
-            device=self.device,
-            noise=self.noise,
-            noise_scale=self.noise_scale,
-            noise_seed=eval_seed(member.cfg.seed, index, 10_007),
-        )
+        with self.own_rng(member):
+            result = self._evaluate(member, learner, index, n)
         ev = Evaluation(
             step=self.step + 1,
             return_mean=result.return_mean,
@@ -382,6 +403,19 @@ class Trainer:
         member.evaluations.append(ev)
         return ev
 
+    def _evaluate(self, member: Member, learner: Any, index: int, n: int) -> EvalResult:
+        return evaluate_policy(
+            lambda obs: learner.act(obs, deterministic=True)[0],
+            self.task.make_env,
+            episodes=n,
+            seeds=[eval_seed(member.cfg.seed, index, j) for j in range(n)],
+            normalizer=self.normalizer,
+            device=self.device,
+            noise=self.noise,
+            noise_scale=self.noise_scale,
+            noise_seed=eval_seed(member.cfg.seed, index, 10_007),
+        )
+
     # ------------------------------------------------------------------------------------------
     # Checkpoints
     @property
@@ -389,13 +423,17 @@ class Trainer:
         return self.members[0].checkpoint_path if self.members else self.run_dir / "checkpoints" / "last.pt"
 
     def save_checkpoint(self) -> None:
-        """Every live run's checkpoint, in its own run directory, in the single-run format."""
-        rng = rng_states(self.device)  # the global generators of the CPU and of every CUDA device
+        """Every live run's checkpoint, in its own run directory, in the single-run format. A run whose metrics
+        since the last log line are not finite keeps its previous checkpoint (the last good one): the divergence
+        check of the next log line will stop it."""
+        finite = None
+        if self._acc:  # one host sync per checkpoint
+            finite = torch.stack([torch.isfinite(v) for v in self._acc.values()]).all(0).tolist()
         for member in self.members:
-            if member.alive:
-                self._save_member(member, rng)
+            if member.alive and (finite is None or finite[member.k]):
+                self._save_member(member)
 
-    def _save_member(self, member: Member, rng: dict[str, Any]) -> None:
+    def _save_member(self, member: Member) -> None:
         k = member.k
         learner_state = self.learner.member_state_dict(k) if self.batched else self.learner.state_dict()
         state = {
@@ -407,7 +445,7 @@ class Trainer:
             "evaluations": [e.__dict__ for e in member.evaluations],
             "generator": member.generator.get_state(),
             "learner_generator": member.learner_generator.get_state(),
-            "rng": rng,
+            "rng": member.rng,  # its own state of the global generators of the CPU and of every CUDA device
             "device": str(self.device),
             "config_hash": member.cfg.hash(),
             "model_buffer": member.model_buffer.state_dict() if member.model_buffer is not None else None,
@@ -467,8 +505,8 @@ class Trainer:
                 member.model_buffer.load_state_dict(state["model_buffer"])
                 member.buffer_restored = True
             member.wall_before = float(state.get("wall_s", 0.0))
+            member.rng = state["rng"] if "rng" in state else {"cpu": state["torch_rng"]}
             accs.append(state.get("metrics_acc", ({}, 0)))
-        set_rng_states(states[0]["rng"] if "rng" in states[0] else {"cpu": states[0]["torch_rng"]}, self.device)
         self._acc_n = accs[0][1]
         keys = accs[0][0].keys()
         self._acc = {key: torch.stack([a[0][key] for a in accs]).to(self.device) for key in keys}
@@ -555,7 +593,8 @@ class Trainer:
                 with_penalty=member.cfg.penalty.name != "none",
             )
         if start_step == 0:
-            info = member.rule.before_training(member.ctx) or {}
+            with self.own_rng(member):
+                info = member.rule.before_training(member.ctx) or {}
             if member.fit_report is not None:
                 info = {
                     "pretrain/epochs": member.fit_report.epochs,
@@ -581,7 +620,8 @@ class Trainer:
         member = member or self.members[0]
         if member.diagnose is None or member.model is None:
             return {}
-        values = member.diagnose.measure(member.model, member.penalty, member.ctx)
+        with self.own_rng(member):
+            values = member.diagnose.measure(member.model, member.penalty, member.ctx)
         record = {"step": step, "kind": "model", **values}
         member.diagnostics.append(record)
         self._record(member, record)
@@ -604,7 +644,12 @@ class Trainer:
 
         def bind(member: Member) -> Callable[[Batch, Any], torch.Tensor]:
             penalty, ctx = member.penalty, member.ctx
-            return lambda batch, learner: penalty(batch, learner, ctx)
+
+            def target_penalty(batch: Batch, learner: Any) -> torch.Tensor:
+                with self.own_rng(member):
+                    return penalty(batch, learner, ctx)
+
+            return target_penalty
 
         penalties = [bind(m) for m in self.members]
         return penalties if self.batched else penalties[0]
@@ -614,11 +659,16 @@ class Trainer:
         batch = self.draw_batch_pop()
         if self.batched:
             if type(self.members[0].rule).on_batch is not Rule.on_batch:
-                batch = Batch.stack([m.rule.on_batch(batch.member(m.k), m.ctx) for m in self.members])
+                batch = Batch.stack([self._on_batch(m, batch.member(m.k)) for m in self.members])
             return self.learner.update_pop(batch, target_penalty=target_penalty)
-        member = self.members[0]
-        single = member.rule.on_batch(batch.member(0), member.ctx)
+        single = self._on_batch(self.members[0], batch.member(0))
         return {k: v.unsqueeze(0) for k, v in self.learner.update(single, target_penalty=target_penalty).items()}
+
+    def _on_batch(self, member: Member, batch: Batch) -> Batch:
+        if type(member.rule).on_batch is Rule.on_batch:
+            return batch
+        with self.own_rng(member):
+            return member.rule.on_batch(batch, member.ctx)
 
     def _loop(self, start_step: int) -> None:
         cfg = self.cfg
@@ -642,7 +692,8 @@ class Trainer:
                 self._acc_n += 1
                 for member in live:
                     if member.rule.every and (t + 1) % member.rule.every == 0:
-                        rule_metrics = member.rule.update(member.ctx) or {}
+                        with self.own_rng(member):
+                            rule_metrics = member.rule.update(member.ctx) or {}
                         self._record(member, {"step": t + 1, "kind": "rule", **_floats(rule_metrics)})
                         self.diagnose(t + 1, member)
                 if (t + 1) % STEPS_PER_EPOCH == 0 and hasattr(self.learner, "epoch_end"):
