@@ -98,15 +98,19 @@ def test_groups_of_at_most_n_in_seed_order_and_1_is_one_run_per_job() -> None:
 
 
 def test_recipes_without_population_support_always_train_alone() -> None:
-    plan = expand_grid(["quick"], ["rambo", "combo", "mopo"], [0, 1, 2], tasks=["pendulum-random"])
+    plan = expand_grid(["quick"], ["rambo", "rombrl", "combo", "mopo"], [0, 1, 2], tasks=["pendulum-random"])
     groups = group_runs(plan.runs, 8)
     by_algo: dict[str, list[Any]] = {}
     for g in groups:
         by_algo.setdefault(g.specs[0].algo, []).append(g)
     assert seeds_of(by_algo["mopo"]) == [[0, 1, 2]] and by_algo["mopo"][0].alone == ""
-    assert seeds_of(by_algo["rambo"]) == [[0], [1], [2]] and seeds_of(by_algo["combo"]) == [[0], [1], [2]]
+    assert seeds_of(by_algo["combo"]) == [[0, 1, 2]]  # CQL supports populations
+    assert seeds_of(by_algo["rambo"]) == [[0], [1], [2]] and seeds_of(by_algo["rombrl"]) == [[0], [1], [2]]
     assert by_algo["rambo"][0].alone == "rule 'rambo' has no population support"
-    assert by_algo["combo"][0].alone == "learner 'cql' has no population support"
+    assert by_algo["rombrl"][0].alone == "rule 'rombrl' has no population support"
+    td3bc = mopo_plan([0, 1], overrides=['learner.name="td3bc"'])
+    groups = group_runs(td3bc.runs, 8)
+    assert seeds_of(groups) == [[0], [1]] and groups[0].alone == "learner 'td3bc' has no population support"
 
 
 def test_different_tasks_recipes_or_configs_never_share_a_population() -> None:
