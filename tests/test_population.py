@@ -45,16 +45,23 @@ TINY = [
 RECIPE_EXTRA = {
     "romi": ["rule.every=20", "rule.iterations=3", "rule.batch_size=16", "rule.weight_hidden=[16]"],
     "mobile": ["penalty.samples=2"],
+    "rambo": ["rule.every=20", "rule.adv_steps=3", "rule.bc_epochs=2", "rule.batch_size=16", "rule.monitor_rows=16"],
     "combo": ["learner.num_repeat=2", "learner.lagrange=true"],  # the Lagrange form: α' per run too
 }
-SUPPORTED = ("mbpo", "mopo", "mobile", "morel", "romi", "combo")
-UNSUPPORTED = ("rambo", "rombrl")
+SUPPORTED = ("mbpo", "mopo", "mobile", "morel", "romi", "combo", "rambo", "mopo+td3bc")
+UNSUPPORTED = ("rombrl",)
 
 DATA = hopper_shaped_rows(500)
 
 
+# A learner no recipe uses, on a recipe's other components: "recipe+learner".
+LEARNER_SWAP = {"mopo+td3bc": ["learner.name=td3bc"]}
+
+
 def _cfg(algo: str, seed: int, *extra: str) -> Any:
-    return resolve(algo, overrides=[*TINY, *RECIPE_EXTRA.get(algo, []), *extra, f"seed={seed}"])
+    recipe = algo.split("+")[0]
+    first = LEARNER_SWAP.get(algo, [])  # a component swap comes first: it resets that component's keys
+    return resolve(recipe, overrides=[*first, *TINY, *RECIPE_EXTRA.get(algo, []), *extra, f"seed={seed}"])
 
 
 def _trainer(cfgs: list[Any], root: Path, names: list[str]) -> Trainer:
@@ -70,8 +77,10 @@ def _member_params(trainer: Trainer, k: int) -> dict[str, torch.Tensor]:
     learner = trainer.learner.member_state_dict(k) if trainer.batched else trainer.learner.state_dict()
     sac = learner.get("sac", learner)  # COMBO's learner composes a SAC
     out = {f"{sect}.{name}": v for sect in ("actor", "critic", "critic_target") for name, v in sac[sect].items()}
+    out.update({f"actor_target.{n}": v for n, v in sac.get("actor_target", {}).items()})  # TD3+BC
     out.update({name: v.reshape(-1) for name, v in learner.items() if name in ("log_alpha", "log_cql_alpha")})
-    out["sac.log_alpha"] = sac["log_alpha"].reshape(-1)
+    if "log_alpha" in sac:
+        out["sac.log_alpha"] = sac["log_alpha"].reshape(-1)
     model = trainer.members[k].model
     if model is not None:
         out.update({f"model.{name}": v for name, v in model.state_dict().items()})

@@ -34,7 +34,7 @@ def make_batch(n: int = 8, n_real: int = 3, seed: int = 1) -> Batch:
 def test_actor_loss_matches_a_direct_computation(bc_rows: str) -> None:
     learner = make(bc_alpha=2.5, bc_rows=bc_rows)
     batch = make_batch()
-    loss, bc = learner.actor_loss(batch)
+    loss, bc = (v[0] for v in learner.actor_loss(Batch.stack([batch])))  # per run; a single run is P = 1
     with torch.no_grad():
         q1, sq = [], []
         for i in range(len(batch)):

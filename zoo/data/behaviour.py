@@ -9,8 +9,9 @@ cached under ``data_dir()/behaviour``. From it (issue "Engine", item 3; our choi
   (Pendulum).
 - ``medium-replay``: the replay buffer, as whole episodes, up to the step of the medium checkpoint.
 
-The collection protocol (version 2, ``zoo.data.collect.COLLECTION_PROTOCOL``; 1 had the same rules) follows D4RL's
-MuJoCo data: ``medium`` and ``expert`` *sample* their actions from the policy's stochastic tanh-Gaussian distribution
+The collection protocol (version 2, ``zoo.data.collect.COLLECTION_PROTOCOL``; 1 had the same rules and an older
+SAC) follows D4RL's MuJoCo data:
+``medium`` and ``expert`` *sample* their actions from the policy's stochastic tanh-Gaussian distribution
 (D4RL generated them from its SAC policies the same way, and its files carry ``infos/action_log_probs``); the
 log-probability of every action is stored with the data (Minari ``infos["action_log_probs"]``, one entry per
 action). With deterministic actions in a deterministic env every visited state would carry one action, the

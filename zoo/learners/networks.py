@@ -26,17 +26,6 @@ def squash_correction(u: torch.Tensor, act_scale: float) -> torch.Tensor:
     return torch.log(act_scale * (1.0 - t * t) + TANH_EPS).sum(-1, keepdim=True)
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """Linear layers with ReLU between them: in → hidden… → out."""
-    layers: list[nn.Module] = []
-    last = in_dim
-    for h in hidden:
-        layers += [nn.Linear(last, h), nn.ReLU()]
-        last = h
-    layers.append(nn.Linear(last, out_dim))
-    return nn.Sequential(*layers)
-
-
 def _flat(x: torch.Tensor) -> torch.Tensor:
     """[*lead, d] -> [L, d]."""
     return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
@@ -253,35 +242,81 @@ class TanhDeterministicActor(nn.Module):
     """Deterministic policy a = a_max · tanh(μ(s)) (TD3, TD3+BC), with a fixed-width Gaussian for acting.
 
     The acting (exploration) policy is u = μ(s) + σ ξ, a = a_max · tanh(u), with a fixed σ: a proper density, so
-    ``log_prob`` is defined and differentiable in the actor's parameters through μ (the Learner protocol).
+    ``log_prob`` is defined and differentiable in the actor's parameters through μ (the Learner protocol). Like
+    :class:`TanhGaussianActor`, stacked over a ``population`` axis: one run's policy (``member``), or all of them
+    (the ``*_pop`` methods, inputs [P, *lead, ·]).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], act_scale: float, noise_std: float) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int],
+        act_scale: float,
+        noise_std: float,
+        population: int = 1,
+        generators: Sequence[torch.Generator | None] | None = None,
+    ) -> None:
         super().__init__()
-        self.net = mlp(obs_dim, hidden, act_dim)
+        sizes = [obs_dim, *hidden, act_dim]
+        self.layers = nn.ModuleList(
+            EnsembleLinear(i, o, population, init="linear") for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        if generators is not None:
+            init_members(list(self.layers), generators, 1)
+        self.population = population
         self.act_dim = act_dim
         self.act_scale = float(act_scale)
         self.log_std = math.log(max(noise_std, 1e-6))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """The deterministic action a_max · tanh(μ(s)), [*lead, d_a]."""
-        return self.act_scale * torch.tanh(self.net(obs))
+    def net(self, obs: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """μ(s) of one run's policy (before the tanh), [*lead, d_a]."""
+        if member is None:
+            if self.population != 1:
+                raise ValueError(f"a population of {self.population} policies: name the member")
+            member = 0
+        lead = obs.shape[:-1]
+        h = _flat(obs)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = _affine(layer, h, member)
+            if i < last:
+                h = torch.relu(h)
+        return h.view(*lead, self.act_dim)
+
+    def net_pop(self, obs: torch.Tensor) -> torch.Tensor:
+        """μ(s) of every run's policy for obs [P, *lead, d_s], [P, *lead, d_a]."""
+        shape = (*obs.shape[:-1], self.act_dim)
+        h = obs.reshape(self.population, -1, obs.shape[-1])
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < last:
+                h = torch.relu(h)
+        return h.view(shape)
+
+    def forward(self, obs: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """The deterministic action a_max · tanh(μ(s)) of one run, [*lead, d_a]."""
+        return self.act_scale * torch.tanh(self.net(obs, member))
+
+    def forward_pop(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic action of every run, [P, *lead, d_a]."""
+        return self.act_scale * torch.tanh(self.net_pop(obs))
 
     def sample(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        member: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a, u, log π(a|s) [*lead, 1]) of the acting policy (the deterministic one when asked)."""
-        mu = self.net(obs)
-        if deterministic:
-            u, noise_term = mu, torch.zeros_like(mu)
-        else:
-            xi = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
-            u, noise_term = mu + math.exp(self.log_std) * xi, 0.5 * xi * xi
-        logp = -(noise_term + self.log_std + _LOG_SQRT_2PI).sum(-1, keepdim=True) - squash_correction(u, self.act_scale)
-        return self.act_scale * torch.tanh(u), u, logp
+        mu = self.net(obs, member)
+        noise = None if deterministic else torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+        return _gaussian_sample(mu, torch.full_like(mu, self.log_std), self.act_scale, deterministic, noise)
 
-    def log_prob(self, obs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, obs: torch.Tensor, u: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """log π(a_max tanh(u) | s) of the acting policy for a stored pre-tanh action u, [*lead, 1]."""
-        xi = (u - self.net(obs)) * math.exp(-self.log_std)
+        xi = (u - self.net(obs, member)) * math.exp(-self.log_std)
         normal_logp = -(0.5 * xi * xi + self.log_std + _LOG_SQRT_2PI).sum(-1, keepdim=True)
         return normal_logp - squash_correction(u, self.act_scale)

@@ -85,6 +85,16 @@ def slice_rows(tree: Any, start: int, stop: int) -> Any:
     return copy.deepcopy(tree)
 
 
+def member_slice(state: dict[str, Any], k: int, num_critics: int, critic_keys: tuple[str, ...]) -> dict[str, Any]:
+    """Run k's share of a learner population's ``state_dict``: N rows of the entries in ``critic_keys`` (critic
+    sets, their targets and optimizer), one row of every other entry with rows."""
+    out = {}
+    for key, value in state.items():
+        unit = num_critics if key in critic_keys else 1
+        out[key] = slice_rows(value, k * unit, (k + 1) * unit)
+    return out
+
+
 def concat_rows(trees: list[Any]) -> Any:
     """The inverse of :func:`slice_rows` over members: tensors with rows are concatenated in member order; 0-d
     tensors and other values are taken from the first member (they are equal across a population: the optimizer
@@ -97,6 +107,23 @@ def concat_rows(trees: list[Any]) -> Any:
     if isinstance(first, list):
         return [concat_rows([t[i] for t in trees]) for i in range(len(first))]
     return copy.deepcopy(first)
+
+
+def member_penalties(learner: Any, batch: Batch, target_penalty: Any) -> torch.Tensor | None:
+    """The target-stage penalty of every run, [P, B, 1], or None. ``target_penalty`` is one callable
+    ``(batch, learner) -> [B, 1]`` per run (a list), or one callable for a single run; each gets its run's rows
+    and its run's view of the learner."""
+    if target_penalty is None:
+        return None
+    penalties = target_penalty if isinstance(target_penalty, list) else [target_penalty]
+    return torch.stack([fn(batch.member(k), learner.member(k)) for k, fn in enumerate(penalties)])
+
+
+def per_member(values: list[float], device: torch.device) -> float | torch.Tensor:
+    """A per-run scalar: a float when every run has the same value, else a tensor [P, 1, 1]."""
+    if len(set(values)) == 1:
+        return values[0]
+    return torch.tensor(values, device=device).view(-1, 1, 1)
 
 
 @register("learner", "sac")
@@ -194,11 +221,8 @@ class SAC(ActorCriticAccess):
     def _per_member_scalars(self) -> tuple[float | torch.Tensor, list[torch.Tensor] | None]:
         """γ as a float, or [P, 1, 1] when the runs differ; τ as None (the cfg's float), or one weight per
         critic parameter ([P·N, 1, 1]) when they differ."""
-        gammas = [float(c.gamma) for c in self.member_cfgs]
+        gamma = per_member([float(c.gamma) for c in self.member_cfgs], self.device)
         taus = [float(c.tau) for c in self.member_cfgs]
-        gamma: float | torch.Tensor = gammas[0]
-        if len(set(gammas)) > 1:
-            gamma = torch.tensor(gammas, device=self.device).view(-1, 1, 1)
         tau_weights = None
         if len(set(taus)) > 1:
             per_critic = torch.tensor(taus, device=self.device).repeat_interleave(self.cfg.num_critics)
@@ -236,7 +260,7 @@ class SAC(ActorCriticAccess):
         """Run k's Learner protocol ([B, ·] shapes) for the trainer's per-run work; a single run is its own."""
         if self.population == 1 and k == 0:
             return self
-        return SACMember(self, k)
+        return MemberView(self, k)
 
     # -- protocol: one gradient step ----------------------------------------------------------
     @torch.no_grad()
@@ -266,12 +290,8 @@ class SAC(ActorCriticAccess):
             if not cfg.deterministic_backup:
                 v_next = v_next - self._alpha.view(-1, 1, 1) * logp_next
         reward = batch.reward
-        penalty = None
-        if target_penalty is not None:
-            penalties = target_penalty if isinstance(target_penalty, list) else [target_penalty]
-            penalty = torch.stack(
-                [fn(batch.member(k), self.member(k)) for k, fn in enumerate(penalties)]
-            )
+        penalty = member_penalties(self, batch, target_penalty)
+        if penalty is not None:
             reward = reward - penalty
         y = reward + self._gamma_pop * (1.0 - batch.terminal) * v_next
         if cfg.target_min != -math.inf:
@@ -394,12 +414,7 @@ class SAC(ActorCriticAccess):
 
     def member_state_dict(self, k: int) -> dict[str, Any]:
         """Run k's state in the format of a single run's :meth:`state_dict` (its checkpoint)."""
-        n = self.cfg.num_critics
-        out = {}
-        for key, value in self.state_dict().items():
-            unit = n if key in self._CRITIC_KEYS else 1
-            out[key] = slice_rows(value, k * unit, (k + 1) * unit)
-        return out
+        return member_slice(self.state_dict(), k, self.cfg.num_critics, self._CRITIC_KEYS)
 
     def load_member_states(self, states: list[dict[str, Any]]) -> None:
         """Load one single-run state per member (the inverse of :meth:`member_state_dict`)."""
@@ -433,10 +448,10 @@ class SAC(ActorCriticAccess):
                 group["lr"] = lr  # the restored optimizer already carries the scheduled lr
 
 
-class SACMember(ActorCriticAccess):
-    """Run k of a SAC population through the single-run Learner protocol ([B, ·] shapes): what rollouts,
-    evaluation, rules and target penalties of that run see. Acting and evaluating only; the population's
-    :meth:`SAC.update_pop` trains."""
+class MemberView(ActorCriticAccess):
+    """Run k of a learner population (SAC, TD3+BC) through the single-run Learner protocol ([B, ·] shapes): what
+    rollouts, evaluation, rules and target penalties of that run see. Acting and evaluating only; the population's
+    ``update_pop`` trains."""
 
     def __init__(self, population: SAC, k: int) -> None:
         self.pop, self.k = population, k
@@ -450,11 +465,17 @@ class SACMember(ActorCriticAccess):
 
     @property
     def alpha(self) -> torch.Tensor:
-        return self.pop._alpha[self.k]
+        return self.pop._alpha[self.k]  # SAC's temperature (a learner without one has no alpha)
 
     @property
     def gamma(self) -> float:
         return float(self.cfg.gamma)
+
+    @property
+    def actor(self) -> Any:
+        """The population's actor module: its parameters are every run's stacked policies (a rule that trains
+        them, RAMBO's warm start, gives gradient to run k's slice only, through this view's ``act``)."""
+        return self.pop.actor
 
     def act(
         self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None

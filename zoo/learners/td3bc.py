@@ -26,15 +26,32 @@ from typing import Any
 import torch
 
 from zoo.config import bounded
-from zoo.learners.networks import CriticEnsemble, TanhDeterministicActor
-from zoo.learners.sac import ActorCriticAccess, TargetPenalty, _adam
+from zoo.learners.networks import CriticEnsemble, TanhDeterministicActor, member_noise
+from zoo.learners.sac import (
+    ActorCriticAccess,
+    MemberView,
+    TargetPenalty,
+    _adam,
+    concat_rows,
+    member_penalties,
+    member_slice,
+    per_member,
+)
 from zoo.protocols import Batch, EnvSpec
 from zoo.registry import register
 
 
 @register("learner", "td3bc")
 class TD3BC(ActorCriticAccess):
-    """TD3+BC: clipped double-Q TD3 with a Q-normalised behaviour-cloning actor loss (Fujimoto & Gu 2021)."""
+    """TD3+BC: clipped double-Q TD3 with a Q-normalised behaviour-cloning actor loss (Fujimoto & Gu 2021).
+
+    Populations (zoo.engine.population), as SAC: every network stacked over the runs, one fused Adam per kind, run
+    k's smoothing noise from ``generators[k]``; ``gamma`` and ``bc_alpha`` (α of λ) may differ between runs. The
+    actor delay counts the population's steps, which every run shares.
+    """
+
+    supports_population = True
+    population_keys = ("gamma", "bc_alpha")
 
     @dataclass
     class Config:
@@ -52,7 +69,14 @@ class TD3BC(ActorCriticAccess):
         bc_rows: str = "real"  # "real" | "all": which rows the behaviour-cloning term uses
         target_min: float = -math.inf  # -inf: no clamp of the critic target
 
-    def __init__(self, cfg: Config, spec: EnvSpec, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        spec: EnvSpec,
+        device: torch.device | str = "cpu",
+        members: list[Any] | None = None,
+        generators: list[torch.Generator | None] | None = None,
+    ) -> None:
         if cfg.bc_rows not in ("real", "all"):
             raise ValueError(f"learner.bc_rows must be 'real' or 'all', got {cfg.bc_rows!r}")
         if cfg.num_critics < 1 or cfg.policy_freq < 1:
@@ -60,72 +84,109 @@ class TD3BC(ActorCriticAccess):
         self.cfg = cfg
         self.spec = spec
         self.device = torch.device(device)
+        self.member_cfgs = list(members) if members else [cfg]
+        p = self.population = len(self.member_cfgs)
+        self.generators: list[torch.Generator | None] = list(generators) if generators is not None else [None] * p
         hidden = list(cfg.hidden)
-        self.actor = TanhDeterministicActor(spec.obs_dim, spec.act_dim, hidden, spec.act_scale, cfg.explore_std).to(
-            self.device
-        )
+        self.actor = TanhDeterministicActor(
+            spec.obs_dim, spec.act_dim, hidden, spec.act_scale, cfg.explore_std, p, generators
+        ).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = CriticEnsemble(spec.obs_dim, spec.act_dim, hidden, cfg.num_critics).to(self.device)
+        self.critic = CriticEnsemble(
+            spec.obs_dim, spec.act_dim, hidden, cfg.num_critics, "linear", p, generators
+        ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = _adam(list(self.actor.parameters()), cfg.actor_lr, self.device)
         self.critic_optimizer = _adam(list(self.critic.parameters()), cfg.critic_lr, self.device)
-        self.generator: torch.Generator | None = None
         self.updates = 0  # critic steps taken (a host int: the delay needs no device read)
         self._actor_params = list(self.actor.parameters())
-        self._last_actor_loss = torch.zeros((), device=self.device)
-        self._last_bc_loss = torch.zeros((), device=self.device)
+        self._last_actor_loss = torch.zeros(p, device=self.device)
+        self._last_bc_loss = torch.zeros(p, device=self.device)
+        self._gamma_pop = per_member([float(c.gamma) for c in self.member_cfgs], self.device)
+        self._bc_alpha = torch.tensor([float(c.bc_alpha) for c in self.member_cfgs], device=self.device)
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The noise source of a single run (P = 1)."""
+        return self.generators[0]
+
+    @generator.setter
+    def generator(self, value: torch.Generator | None) -> None:
+        if self.population != 1:
+            raise ValueError("a population has one generator per member; set learner.generators")
+        self.generators = [value]
 
     @property
     def gamma(self) -> float:
         return self.cfg.gamma
+
+    def member(self, k: int) -> Any:
+        """Run k's Learner protocol ([B, ·] shapes); a single run is its own."""
+        return self if self.population == 1 and k == 0 else MemberView(self, k)
 
     # -- the losses ---------------------------------------------------------------------------
     @torch.no_grad()
     def critic_target_value(
         self, batch: Batch, target_penalty: TargetPenalty | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """y = r − penalty + γ (1 − d) min_j Q̄_j(s', ã') with the smoothed target action ã' (TD3)."""
+        """y [B, 1] of a single run (and its penalty or None), see :meth:`critic_target_value_pop`."""
+        y, penalty = self.critic_target_value_pop(Batch.stack([batch]), target_penalty)
+        return y[0], None if penalty is None else penalty[0]
+
+    @torch.no_grad()
+    def critic_target_value_pop(
+        self, batch: Batch, target_penalty: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """y = r − penalty + γ (1 − d) min_j Q̄_j(s', ã') with the smoothed target action ã' (TD3), [P, B, 1]."""
         cfg, scale = self.cfg, self.spec.act_scale
-        a_next = self.actor_target(batch.next_obs)
-        noise = torch.randn(a_next.shape, device=a_next.device, dtype=a_next.dtype, generator=self.generator)
+        a_next = self.actor_target.forward_pop(batch.next_obs)
+        noise = member_noise(a_next.shape[1:], self.generators, a_next)
         noise = (noise * cfg.policy_noise * scale).clamp(-cfg.noise_clip * scale, cfg.noise_clip * scale)
         a_next = (a_next + noise).clamp(-scale, scale)
-        v_next = self.critic_target(batch.next_obs, a_next).amin(0)
-        reward, penalty = batch.reward, None
-        if target_penalty is not None:
-            penalty = target_penalty(batch, self)
+        v_next = self.critic_target.forward_pop(batch.next_obs, a_next).amin(1)
+        reward = batch.reward
+        penalty = member_penalties(self, batch, target_penalty)
+        if penalty is not None:
             reward = reward - penalty
-        y = reward + cfg.gamma * (1.0 - batch.terminal) * v_next
+        y = reward + self._gamma_pop * (1.0 - batch.terminal) * v_next
         if cfg.target_min != -math.inf:
             y = y.clamp_min(cfg.target_min)
         return y, penalty
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(−λ mean Q_1(s, π(s)) + BC, BC) with BC = mean over the chosen rows and action dims of (π(s) − a)²."""
-        pi = self.actor(batch.obs)
-        q1 = self.critic(batch.obs, pi)[0]  # [B, 1], the first critic as in TD3
-        lam = self.cfg.bc_alpha / q1.abs().mean().detach().clamp_min(1e-6)
+        """Per run ([P]): −λ mean Q_1(s, π(s)) + BC, and BC = mean over the chosen rows and action dims of
+        (π(s) − a)², for a population batch [P, B, ·]."""
+        pi = self.actor.forward_pop(batch.obs)
+        q1 = self.critic.forward_pop(batch.obs, pi)[:, 0]  # [P, B, 1], the first critic as in TD3
+        lam = self._bc_alpha / q1.abs().mean(dim=(1, 2)).detach().clamp_min(1e-6)
         rows = (1.0 - batch.is_model) if self.cfg.bc_rows == "real" else torch.ones_like(batch.is_model)
-        sq = (pi - batch.act).square().mean(-1, keepdim=True)  # [B, 1]
-        bc = (sq * rows).sum() / rows.sum().clamp_min(1.0)
-        return -lam * q1.mean() + bc, bc
+        sq = (pi - batch.act).square().mean(-1, keepdim=True)  # [P, B, 1]
+        bc = (sq * rows).sum(dim=(1, 2)) / rows.sum(dim=(1, 2)).clamp_min(1.0)
+        return -lam * q1.mean(dim=(1, 2)) + bc, bc
 
     # -- protocol: one gradient step ----------------------------------------------------------
     def update(self, batch: Batch, target_penalty: TargetPenalty | None = None) -> dict[str, torch.Tensor]:
-        """Critic step; every ``policy_freq`` steps an actor step and Polyak of actor and critic targets."""
+        """One step of a single run on a batch [B, ·] (metrics 0-d)."""
+        if self.population != 1:
+            raise ValueError(f"a population of {self.population}: use update_pop with a batch [P, B, ...]")
+        return {k: v[0] for k, v in self.update_pop(Batch.stack([batch]), target_penalty).items()}
+
+    def update_pop(self, batch: Batch, target_penalty: Any = None) -> dict[str, torch.Tensor]:
+        """Critic step of every run; every ``policy_freq`` steps an actor step and Polyak of actor and critic
+        targets. Metrics [P]."""
         cfg = self.cfg
-        y, penalty = self.critic_target_value(batch, target_penalty)
-        q_pred = self.critic(batch.obs, batch.act)
-        critic_loss = (q_pred - y).square().mean(dim=(1, 2)).sum()
+        y, penalty = self.critic_target_value_pop(batch, target_penalty)
+        q_pred = self.critic.forward_pop(batch.obs, batch.act)  # [P, N, B, 1]
+        critic_loss = (q_pred - y.unsqueeze(1)).square().mean(dim=(2, 3)).sum(1)  # [P]
         self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_optimizer.step()
         self.updates += 1
 
         if self.updates % cfg.policy_freq == 0:
             actor_loss, bc = self.actor_loss(batch)
             self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=self._actor_params)
+            actor_loss.sum().backward(inputs=self._actor_params)
             self.actor_optimizer.step()
             self._last_actor_loss, self._last_bc_loss = actor_loss.detach(), bc.detach()
             with torch.no_grad():
@@ -134,16 +195,16 @@ class TD3BC(ActorCriticAccess):
                     torch._foreach_mul_(t_params, 1.0 - cfg.tau)
                     torch._foreach_add_(t_params, o_params, alpha=cfg.tau)
 
-        q_det = q_pred.detach()
+        q_det = q_pred.detach().flatten(1)
         metrics = {
             "critic_loss": critic_loss.detach(),
             "actor_loss": self._last_actor_loss,
             "bc_loss": self._last_bc_loss,
-            "q_mean": q_det.mean(),
-            "q_max": q_det.max(),
+            "q_mean": q_det.mean(1),
+            "q_max": q_det.amax(1),
         }
         if penalty is not None:
-            metrics["penalty_mean"] = penalty.detach().mean()
+            metrics["penalty_mean"] = penalty.detach().flatten(1).mean(1)
         return metrics
 
     # -- persistence ---------------------------------------------------------------------------
@@ -157,6 +218,16 @@ class TD3BC(ActorCriticAccess):
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "updates": self.updates,
         }
+
+    _CRITIC_KEYS = ("critic", "critic_target", "critic_optimizer")
+
+    def member_state_dict(self, k: int) -> dict[str, Any]:
+        """Run k's state in the format of a single run's :meth:`state_dict`."""
+        return member_slice(self.state_dict(), k, self.cfg.num_critics, self._CRITIC_KEYS)
+
+    def load_member_states(self, states: list[dict[str, Any]]) -> None:
+        """Load one single-run state per member (the inverse of :meth:`member_state_dict`)."""
+        self.load_state_dict({key: concat_rows([s[key] for s in states]) for key in states[0]})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = {k: copy.deepcopy(v) if k.endswith("optimizer") else v for k, v in state.items()}

@@ -58,6 +58,12 @@ class RamboRule(Rule):
     """RAMBO-RL: adversarial model updates (rambo.md §3) and BC warm start of the actor (§4)."""
 
     requires = frozenset({"variance", "log_prob"})  # the adversarial likelihood term and the MLE loss
+    # Populations (zoo.engine.population): each run has its own rule, model and phase optimizers. The warm start
+    # trains ``learner.actor.parameters()`` with its own Adam; in a population those are every run's stacked
+    # policies, of which only run k's slice gets a gradient (learner.member(k) acts with it), and Adam moves a
+    # parameter with zero gradient and zero moments by exactly 0, so run k's warm start is its single run's.
+    supports_population = True
+    population_keys = ("adv_weight", "adv_lr", "bc_lr")
 
     @dataclass
     class Config:
