@@ -97,17 +97,20 @@ def test_groups_of_at_most_n_in_seed_order_and_1_is_one_run_per_job() -> None:
         group_runs(plan.runs, 0)
 
 
-def test_recipes_without_population_support_always_train_alone() -> None:
-    plan = expand_grid(["quick"], ["rambo", "rombrl", "combo", "mopo"], [0, 1, 2], tasks=["pendulum-random"])
+def test_recipes_without_population_support_always_train_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = expand_grid(["quick"], ["rombrl", "combo", "mopo"], [0, 1, 2], tasks=["pendulum-random"])
     groups = group_runs(plan.runs, 8)
     by_algo: dict[str, list[Any]] = {}
     for g in groups:
         by_algo.setdefault(g.specs[0].algo, []).append(g)
     assert seeds_of(by_algo["mopo"]) == [[0, 1, 2]] and by_algo["mopo"][0].alone == ""
     assert seeds_of(by_algo["combo"]) == [[0, 1, 2]]  # CQL supports populations
-    assert seeds_of(by_algo["rambo"]) == [[0], [1], [2]] and seeds_of(by_algo["rombrl"]) == [[0], [1], [2]]
-    assert by_algo["rambo"][0].alone == "rule 'rambo' has no population support"
+    assert seeds_of(by_algo["rombrl"]) == [[0], [1], [2]]
     assert by_algo["rombrl"][0].alone == "rule 'rombrl' has no population support"
+    # A learner without population support (every shipped one has it now): what population_support says decides.
+    from zoo.registry import REGISTRY
+
+    monkeypatch.setattr(REGISTRY.get("learner", "td3bc"), "supports_population", False)
     td3bc = mopo_plan([0, 1], overrides=['learner.name="td3bc"'])
     groups = group_runs(td3bc.runs, 8)
     assert seeds_of(groups) == [[0], [1]] and groups[0].alone == "learner 'td3bc' has no population support"
@@ -248,13 +251,13 @@ class ReleasingView(SweepView):
 
 
 def test_a_population_is_one_job_after_the_pretraining_of_every_member(tmp_path: Path) -> None:
-    plan = expand_grid(["quick"], ["mopo", "rambo"], [0, 1, 2], tasks=["pendulum-random"])
+    plan = expand_grid(["quick"], ["mopo", "rombrl"], [0, 1, 2], tasks=["pendulum-random"])
     ex = PopulationExecutor(tmp_path, defer=("pretrain_job:mopo:seed2",))  # the last member's ensemble comes late
     stream = io.StringIO()
     report = run_plan(plan, tmp_path, ex, WorkerEnv(), ReleasingView(ex, stream), population=3)
     trains = [name for kind, name in ex.calls if kind != "pretrain_job"]
     assert sorted(trains) == [
-        "train_job:rambo:seed0", "train_job:rambo:seed1", "train_job:rambo:seed2",  # no population support
+        "train_job:rombrl:seed0", "train_job:rombrl:seed1", "train_job:rombrl:seed2",  # no population support
         "train_population_job:mopo:seeds0,1,2",
     ]
     assert ex.done_at_submit == {"train_population_job:mopo:seeds0,1,2": True}
@@ -267,7 +270,7 @@ def test_a_population_is_one_job_after_the_pretraining_of_every_member(tmp_path:
         assert (spec.run_dir(tmp_path) / "result.json").is_file()
     text = stream.getvalue()
     assert "started mopo pendulum-random seeds 0,1,2 (population of 3)" in text
-    assert "started rambo pendulum-random seed 1" in text
+    assert "started rombrl pendulum-random seed 1" in text
     assert "done mopo pendulum-random seed 2" in text and "4 train jobs, 3 runs in 1 populations" in text
 
 
@@ -351,14 +354,14 @@ def test_the_dry_run_shows_the_populations(tmp_path: Path) -> None:
 
     def dry(population: str | int) -> str:
         stream = io.StringIO()
-        run_sweep("quick", ["mopo", "rambo"], seeds=3, tasks="pendulum-random", out=tmp_path, dry_run=True,
+        run_sweep("quick", ["mopo", "rombrl"], seeds=3, tasks="pendulum-random", out=tmp_path, dry_run=True,
                   console=Console(file=stream, width=200), population=population)
         return stream.getvalue()
 
     text = dry("auto")
     assert "4 train jobs (--population auto = 8): 3 runs in 1 populations, 3 runs alone" in text
     assert "  mopo pendulum-random seeds 0,1,2 (population of 3)" in text
-    assert "  rambo: one run per job (rule 'rambo' has no population support)" in text
+    assert "  rombrl: one run per job (rule 'rombrl' has no population support)" in text
     text = dry(1)
     assert "6 train jobs (--population 1): 0 runs in 0 populations, 6 runs alone" in text
     assert "population of" not in text

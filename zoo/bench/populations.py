@@ -13,7 +13,7 @@ The rule (``--population``):
   may differ within a population, so sweep points of a population-able key (``learner.gamma``, ``penalty.coef``)
   may share a population (when the engine takes them: :func:`zoo.engine.population.check_population`; else one
   population per config); any other difference never does. A run whose learner or rule has no population support
-  (:func:`zoo.engine.population.population_support`: today the recipes rambo and rombrl) always trains alone.
+  (:func:`zoo.engine.population.population_support`: today the recipe rombrl) always trains alone.
 - ``auto`` (the default): N = 8 on the CPU (a quick-suite cell's 3 seeds are one population). On CUDA N is what
   the free memory of the fullest GPU holds: ``0.9 × free GiB / (jobs per GPU × the plan's per-run bound)``
   (:func:`zoo.bench.sweep.plan_gpu_memory_gb`; the bound counts the dataset per member, so it errs on the safe
