@@ -56,7 +56,7 @@ def test_population_option_values() -> None:
             parse_population(bad)
 
 
-def test_auto_is_8_on_the_cpu_and_what_the_fullest_gpu_holds_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_is_8_on_the_cpu_and_what_the_least_free_gpu_holds_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     import zoo.bench.executors as executors
     import zoo.bench.sweep as sweep
 
@@ -64,7 +64,7 @@ def test_auto_is_8_on_the_cpu_and_what_the_fullest_gpu_holds_on_cuda(monkeypatch
     assert auto_population("cpu") == 8 and auto_population("cpu", [1.0], 50.0, 4) == 8  # no GPU memory rule
     assert auto_population("cuda") == 8  # free memory unknown
     assert auto_population("cuda", [139.0], 1.4, 4) == 8  # a big GPU: capped at 8
-    assert auto_population("cuda", [40.0, 16.0], 1.5, 2) == 4  # floor(0.9 * 16 / 2 / 1.5): the fullest GPU decides
+    assert auto_population("cuda", [40.0, 16.0], 1.5, 2) == 4  # floor(0.9 * 16 / 2 / 1.5): the least free GPU decides
     assert auto_population("cuda", [2.0], 3.0, 1) == 1  # never below one run
 
     class Runner:  # what resolve_population reads of the local executor

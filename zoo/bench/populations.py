@@ -15,7 +15,7 @@ The rule (``--population``):
   population per config); any other difference never does. A run whose learner or rule has no population support
   (:func:`zoo.engine.population.population_support`: today the recipe rombrl) always trains alone.
 - ``auto`` (the default): N = 8 on the CPU (a quick-suite cell's 3 seeds are one population). On CUDA N is what
-  the free memory of the fullest GPU holds: ``0.9 × free GiB / (jobs per GPU × the plan's per-run bound)``
+  the GPU with the least free memory holds: ``0.9 × free GiB / (jobs per GPU × the plan's per-run bound)``
   (:func:`zoo.bench.sweep.plan_gpu_memory_gb`; the bound counts the dataset per member, so it errs on the safe
   side), between 1 and 8; 8 when the free memory is unknown (an executor other than ``local``).
 
@@ -64,8 +64,8 @@ def auto_population(
     gb_per_run: float = 0.0,
     jobs_per_gpu: int = 1,
 ) -> int:
-    """``--population auto`` as a number (module docstring): 8 on the CPU; on CUDA what the fullest GPU's free
-    memory holds for ``jobs_per_gpu`` jobs of runs bounded by ``gb_per_run``, between 1 and 8."""
+    """``--population auto`` as a number (module docstring): 8 on the CPU; on CUDA what the GPU with the least
+    free memory holds for ``jobs_per_gpu`` jobs of runs bounded by ``gb_per_run``, between 1 and 8."""
     if not device.startswith("cuda") or not gpu_free_gb or gb_per_run <= 0:
         return AUTO_MAX_POPULATION
     per_job = GPU_POPULATION_HEADROOM * min(gpu_free_gb) / max(1, jobs_per_gpu)

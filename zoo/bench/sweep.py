@@ -193,7 +193,7 @@ def print_groups(console: Console, plan: Plan, groups: list[Any], population: st
 
 def resolve_population(population: str | int | None, device: str, runner: Any, plan: Plan) -> int:
     """``--population`` as a number (:mod:`zoo.bench.populations`): auto is 8 on the CPU and, on the local
-    executor's GPUs, what the fullest GPU's free memory holds for its jobs at the plan's per-run bound."""
+    executor's GPUs, what the least free GPU's memory holds for its jobs at the plan's per-run bound."""
     from zoo.bench.populations import AUTO, auto_population, parse_population
 
     choice = parse_population(population)
