@@ -77,6 +77,30 @@ def test_ensemble_linear_equals_separate_linears_both_layouts() -> None:
         layer(torch.randn(2, 6, 4))
 
 
+@pytest.mark.parametrize("out", [1, 3, 24])
+def test_ensemble_linear_values_and_gradients_equal_separate_linears(out: int) -> None:
+    torch.manual_seed(0)
+    layer = EnsembleLinear(7, out, ensemble=3)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(3, 10, 7, requires_grad=True)
+    grad_out = torch.randn(3, 10, out)
+    y = layer(x)
+    y.backward(grad_out)
+    for e in range(3):
+        w = layer.weight[e].detach().clone().requires_grad_(True)
+        b = layer.bias[e, 0].detach().clone().requires_grad_(True)
+        xe = x[e].detach().clone().requires_grad_(True)
+        ye = xe @ w + b
+        ye.backward(grad_out[e])
+        torch.testing.assert_close(y[e], ye)
+        torch.testing.assert_close(layer.weight.grad[e], w.grad)
+        torch.testing.assert_close(layer.bias.grad[e, 0], b.grad)
+        torch.testing.assert_close(x.grad[e], xe.grad)
+    lo, hi = 1, 3
+    torch.testing.assert_close(layer.forward_members(x[lo:hi], lo, hi), y[lo:hi])
+
+
 def test_ensemble_linear_init_rules() -> None:
     torch.manual_seed(0)
     dyn = EnsembleLinear(400, 300, ensemble=4)

@@ -514,35 +514,11 @@ def test_config_errors_name_the_key() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Slow tier: the recipe on pendulum-medium with a small CPU budget
-# The quick suite's engine budget (tests/test_quick_suite.py), small networks, and the Stackelberg round shrunk
-# (N × H = 50 × 20, 4 leader epochs, 2 follower epochs, h = 5, m = 4, 64 real rows). The critic rollouts use
-# mobile.toml's quick-suite values (H_c = 5, β = 1.0): with the recipe's D4RL values (H_c = 1, β = 1.5) ROMBRL did not
-# reach +20 within 5000 steps (measured 11 with the full-size networks, −13 with the small ones).
-QUICK_BUDGET = [
-    "rollout.every=500",
-    "rollout.batch=5000",
-    "rollout.horizon=5",
-    "penalty.coef=1.0",
-    "penalty.samples=4",
-    "eval.every=1000",
-    "eval.episodes=10",
-    "eval.last_k=2",
-    "dynamics.max_epochs=20",
-    "dynamics.hidden=[64,64,64,64]",
-    "learner.hidden=[64,64]",
-    "learner.actor_lr=3e-4",
-    "learner.alpha_lr=3e-4",
-    "log_every=500",
-    "checkpoint_every=0",
-    "rule.num_rollouts=50",
-    "rule.rollout_horizon=20",
-    "rule.actor_epochs=4",
-    "rule.follower_epochs=2",
-    "rule.score_horizon=5",
-    "rule.down_sample=4",
-    "rule.real_batch=64",
-]
+# Slow tier: the recipe on pendulum-medium under the quick preset (configs/presets/quick.toml, what the no-argument
+# `zoo bench` runs): small networks, Pendulum's beta = 0.25, 1000 x 5 critic rollouts, two Stackelberg rounds
+# (rule.every = 2000) shrunk to N x H = 50 x 20, 4 leader epochs, 2 follower epochs, h = 5, m = 4, 64 real rows.
+# A hand-made budget with beta = 1 and five rounds reached +20 on the collection protocol 1 data but 14 and 17 (grad
+# modes 1 and 2, seed 0) on protocol 2's, whose medium policy is better; the preset scores 61 and 31 (seeds 0, 1).
 
 
 @pytest.fixture(scope="module")
@@ -554,12 +530,14 @@ def rombrl_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("grad_mode", [1, 2])
 def test_rombrl_trains_on_pendulum_medium(grad_mode: int, quick_data_dir: Path, rombrl_out: Path) -> None:
+    from zoo.bench.presets import load_bench_preset
     from zoo.engine.run import train_run
     from zoo.tasks.references import PENDULUM_RANDOM_RETURN, normalized_score
 
+    layer = load_bench_preset("quick").layer("rombrl")
     result = train_run(
-        "rombrl", "pendulum-medium", seed=0, out=rombrl_out, overrides=[*QUICK_BUDGET, f"rule.grad_mode={grad_mode}"],
-        steps=5000, progress=False,
+        "rombrl", "pendulum-medium", seed=0, out=rombrl_out, preset=layer, overrides=[f"rule.grad_mode={grad_mode}"],
+        suite="quick", progress=False,
     )
     assert np.isfinite(result["score"])
     assert result["score"] > float(normalized_score("pendulum-medium", PENDULUM_RANDOM_RETURN)) + 20.0, result
@@ -572,7 +550,8 @@ def test_rombrl_trains_on_pendulum_medium(grad_mode: int, quick_data_dir: Path, 
     assert moved, "the follower never changed the model"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in records if r["kind"] == "rule"]
-    assert len(rounds) == 5 and all(np.isfinite(r["rombrl/follower_loss"]) for r in rounds)
+    assert len(rounds) == layer["steps"] // layer["rule"]["every"] == 2
+    assert all(np.isfinite(r["rombrl/follower_loss"]) for r in rounds)
     sizes = [x for r in rounds for x in r["rombrl/implicit_ratio_steps"]]
     if grad_mode == 1:
         assert all(x == 0.0 for x in sizes)

@@ -15,6 +15,7 @@ from torch import nn
 INITS = ("dynamics", "linear")
 
 
+
 class EnsembleLinear(nn.Module):
     """E parallel affine maps ``out[e] = x[e] @ W[e] + b[e]`` (dynamics.md §4).
 
@@ -131,3 +132,4 @@ class EnsembleLinear(nn.Module):
             f"ensemble={self.ensemble}, in_features={self.in_features}, out_features={self.out_features}, "
             f"weight_decay={self.weight_decay}, init={self.init!r}"
         )
+
