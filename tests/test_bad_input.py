@@ -77,6 +77,8 @@ CASES = [
     ("missing plugin", [*TRAIN, "--plugin", "missing_module_of_nobody"], "missing_module_of_nobody"),
     ("unknown env to collect", ["data", "collect", "--env", "NoSuchEnv-v0", "--episodes", "1"], "NoSuchEnv"),
     ("empty seed list", ["bench", "--seed-list", "", "--out", "out", "--dry-run"], "--seed-list ''"),
+    ("population 0", ["bench", "--population", "0", "--out", "out", "--dry-run"], "--population '0'"),
+    ("population word", ["bench", "--population", "many", "--out", "out", "--dry-run"], "expected auto, or a whole"),
 ]
 
 

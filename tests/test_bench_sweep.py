@@ -221,3 +221,69 @@ def test_local_sweep_interrupt_resume_share_fail_retry_and_leaderboard(quick_env
         original = board / path.relative_to(tmp_path / "regenerated")
         assert path.read_bytes() == original.read_bytes(), path.name
     assert _snapshot(out) == before_retry
+
+
+def _train_lines(run_dir: Path) -> dict[int, dict]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {r["step"]: r for r in lines if r.get("kind") == "train"}
+
+
+def test_a_population_sweep_resumes_as_a_population_and_matches_single_runs(quick_env: Path, tmp_path: Path) -> None:
+    """--population 3 over 3 seeds of mopo: one job training the three runs together, stopped by SIGTERM (one
+    checkpoint step for all three) and resumed as a population; its runs compute what --population 1 computes, up
+    to the last bits of batched versus single reductions."""
+    import torch
+
+    from zoo.bench.populations import checkpoint_step
+
+    def args(out: Path, population: str) -> list[str]:
+        base = ["bench", "--suite", "quick", "--tasks", "pendulum-random", "--algos", "mopo", "--seeds", "3",
+                "--preset", "none", "--out", str(out), "--no-live", "--workers", "1", "--population", population]
+        for item in [*TINY, "steps=300"]:
+            base += ["--set", item]
+        return base
+
+    out = tmp_path / "population"
+    proc = subprocess.Popen(
+        zoo_command(args(out, "3")), env=zoo_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while len(list((out / "runs").rglob("last.pt"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    os.kill(proc.pid, signal.SIGTERM)
+    first_output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, first_output
+    assert "started mopo pendulum-random seeds 0,1,2 (population of 3)" in first_output
+    assert not list((out / "runs").rglob("result.json")), first_output  # the population stops together ...
+    run_dirs = sorted(p.parent.parent for p in (out / "runs").rglob("last.pt"))
+    steps = {checkpoint_step(d) for d in run_dirs}
+    assert len(run_dirs) == 3 and len(steps) == 1 and 0 < steps.pop() < 300  # ... at one step
+
+    resumed = run_zoo(args(out, "3"), tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "started mopo pendulum-random seeds 0,1,2 (population of 3)" in resumed.stdout  # resumed together
+    assert _counts(resumed.stdout) == (3, 0, 0)
+    single = run_zoo(args(tmp_path / "single", "1"), tmp_path)
+    assert single.returncode == 0, single.stdout + single.stderr
+    assert _counts(single.stdout) == (3, 0, 0) and "population of" not in single.stdout
+
+    together, alone = results_of(out), results_of(tmp_path / "single")
+    assert sorted(together) == sorted(alone) and len(together) == 3  # the same run directories
+    for run_id, result in together.items():
+        seed = result["seed"]
+        population_dir, single_dir = out / "runs" / run_id, tmp_path / "single" / "runs" / run_id
+        assert result["steps"] == alone[run_id]["steps"] == 300 and result["status"] == "finished"
+        assert json.loads((population_dir / "environment.json").read_text())["population"] == [0, 1, 2]
+        assert json.loads((single_dir / "environment.json").read_text())["population"] == [seed]
+        lines, reference = _train_lines(population_dir), _train_lines(single_dir)
+        assert sorted(lines) == sorted(reference) and len(lines) == 6
+        for step, line in lines.items():
+            for key in ("critic_loss", "actor_loss", "alpha", "q_mean", "log_pi"):
+                assert line[key] == pytest.approx(reference[step][key], rel=1e-4, abs=1e-6), (run_id, step, key)
+        mine = torch.load(population_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        theirs = torch.load(single_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+        assert mine["step"] == theirs["step"] == 300
+        for net in ("actor", "critic"):
+            torch.testing.assert_close(mine["learner"][net], theirs["learner"][net], rtol=1e-4, atol=1e-5)

@@ -233,6 +233,15 @@ def bench(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and its estimated cost, then exit.")
     ] = False,
+    population: Annotated[
+        str,
+        typer.Option(
+            help="Runs of one recipe on one task trained together as one batched program: auto | N | 1. N: the "
+            "seeds of a (task, recipe, config) in groups of at most N (recipes without population support: one run "
+            "per job); 1: one run per job; auto: 8 on the CPU, on a GPU as many as its free memory holds (at most "
+            "8). Each run keeps its own directory and result.",
+        ),
+    ] = "auto",
     live: Annotated[
         bool | None, typer.Option("--live/--no-live", help="Live progress view (default: on a terminal).")
     ] = None,
@@ -283,6 +292,7 @@ def bench(
             console=console,
             live=live,
             loggers=logger,
+            population=population,
         )
     except SweepInterrupted as stop:
         err_console.print(f"[yellow]{escape(str(stop))}[/]")

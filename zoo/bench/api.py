@@ -50,12 +50,14 @@ def bench(
     live: bool | None = None,
     quiet: bool = False,
     dry_run: bool = False,
+    population: str | int = "auto",
 ) -> pd.DataFrame:
     """Run suites × algorithms × seeds (finished runs are skipped), write the leaderboards, and return one row
     per run of the plan (the columns of :func:`zoo.results.load_runs`; status finished, failed, unreadable or
     not run). ``seeds``: N for seeds 0…N−1, or a list of seeds
     (``seed_list="3,7"`` as on the command line); ``quiet`` silences the console; ``dry_run`` prints the plan and
-    its cost and runs nothing."""
+    its cost and runs nothing; ``population``: ``"auto"`` (default), N or 1, the most runs of one recipe on one
+    task trained together as one population (:mod:`zoo.bench.populations`; 1: one run per job)."""
     outcome = run_sweep(**locals())
     return plan_frame(Path(out).resolve(), outcome.plan.runs)
 
@@ -82,6 +84,7 @@ def run_sweep(
     live: bool | None = None,
     quiet: bool = False,
     dry_run: bool = False,
+    population: str | int = "auto",
 ) -> Any:
     """:func:`bench` without the frame: the sweep's ``BenchOutcome`` (plan, report, leaderboards), what
     ``zoo bench`` needs for its exit status."""
@@ -115,6 +118,7 @@ def run_sweep(
         console=console,
         live=live,
         loggers=loggers,
+        population=population,
     )
 
 

@@ -1,6 +1,7 @@
-"""What a worker runs: one ensemble pretraining or one training run (issue 5, items 2 and 3).
+"""What a worker runs: one ensemble pretraining, one training run, or one population of runs (issue 5, items 2
+and 3; issue 15, item 6).
 
-Both functions take a :class:`WorkerEnv` (the sweep's plugins, recipe directories and import path, and the
+Each job function takes a :class:`WorkerEnv` (the sweep's plugins, recipe directories and import path, and the
 torch thread count) and a plain-data payload, so that any executor can ship them: a local process pool or a
 Ray task on another machine. Nothing here imports torch at module level: a worker sets its thread counts
 (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``torch.set_num_threads``) before torch does any work.
@@ -131,13 +132,7 @@ def train_job(env: WorkerEnv, payload: dict[str, Any]) -> dict[str, Any]:
         )
     except Exception as err:  # the run's error.json is written by train_run; send the files back below
         error = err
-    files: dict[str, str] = {}
-    if payload.get("return_files"):
-        run_dir = RunId(**payload["run_id"]).path(out)
-        for name in RUN_FILES:
-            path = run_dir / name
-            if path.is_file():
-                files[name] = path.read_text()
+    files = _run_files(RunId(**payload["run_id"]).path(out)) if payload.get("return_files") else {}
     if error is not None:
         if files:
             raise RunFailed(str(error), files) from error
@@ -145,15 +140,81 @@ def train_job(env: WorkerEnv, payload: dict[str, Any]) -> dict[str, Any]:
     return {"result": result, "files": files, "host": os.uname().nodename}
 
 
-class RunFailed(RuntimeError):
-    """A failed run whose files travel back with the error (executors on other machines)."""
+def train_population_job(env: WorkerEnv, payload: dict[str, Any]) -> dict[str, Any]:
+    """Train several runs of one recipe on one task as one population (:func:`zoo.engine.run.train_configs`).
 
-    def __init__(self, message: str, files: dict[str, str]) -> None:
+    ``payload`` is :func:`train_job`'s without ``seed``, ``overrides`` and ``run_id``, with ``members``: per run
+    its ``seed``, ``overrides``, ``run_id`` and ``id`` (the scheduler's run id). Returns ``members``: per run (in
+    that order) its ``result``, or its ``error`` and ``traceback`` (a failed member: its error.json is written, the
+    others finish), and its files when asked. An error of the whole population (refused population, a locked run
+    directory, Ctrl-C) is raised, as a single run's is by :func:`train_job`."""
+    prepare_worker(env)
+    import traceback
+
+    from zoo.engine.run import RunId, resolve_run, train_configs
+
+    out = Path(payload["out"])
+    members = payload["members"]
+    run_dirs = [RunId(**m["run_id"]).path(out) for m in members]
+    try:
+        cfgs = [
+            resolve_run(
+                payload["recipe"],
+                payload["task"],
+                m["seed"],
+                m["overrides"],
+                device=payload.get("device"),
+                preset=payload.get("preset"),
+            )
+            for m in members
+        ]
+        outcomes = train_configs(
+            cfgs,
+            payload["task"],
+            out,
+            suite=payload["suite"],
+            resume=payload["resume"],
+            progress=False,
+            loggers=payload.get("loggers"),
+        )
+    except Exception as err:  # every member fails with it; send back whatever files they have
+        if payload.get("return_files"):
+            files = {m["id"]: _run_files(d) for m, d in zip(members, run_dirs, strict=True)}
+            if any(files.values()):
+                raise RunFailed(str(err), {}, members=files) from err
+        raise
+    reports: list[dict[str, Any]] = []
+    for run_dir, outcome in zip(run_dirs, outcomes, strict=True):
+        report: dict[str, Any] = {"files": _run_files(run_dir) if payload.get("return_files") else {}}
+        if isinstance(outcome, BaseException):
+            report["error"] = f"{type(outcome).__name__}: {outcome}"
+            report["traceback"] = "".join(traceback.format_exception(type(outcome), outcome, outcome.__traceback__))
+        else:
+            report["result"] = outcome
+        reports.append(report)
+    return {"members": reports, "host": os.uname().nodename}
+
+
+def _run_files(run_dir: Path) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_file():
+            files[name] = path.read_text()
+    return files
+
+
+class RunFailed(RuntimeError):
+    """A failed run whose files travel back with the error (executors on other machines); a failed population
+    sends its runs' files as ``members`` (run id -> files)."""
+
+    def __init__(self, message: str, files: dict[str, str], members: dict[str, dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.files = files
+        self.members = members or {}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RunFailed, (str(self), self.files))
+        return (RunFailed, (str(self), self.files, self.members))
 
 
 def worker_info(env: WorkerEnv, payload: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -54,7 +54,9 @@ class SweepView:
         self.recent: list[str] = []
 
     # -- scheduler events ----------------------------------------------------------------------
-    def start(self, plan: Any, state: Any, pretrain_jobs: list[Any], executor: Any) -> None:
+    def start(
+        self, plan: Any, state: Any, pretrain_jobs: list[Any], executor: Any, groups: list[Any] | None = None
+    ) -> None:
         self.start_time = time.time()
         self.total = len(plan.runs)
         self.done_before = len(state.done)
@@ -66,6 +68,12 @@ class SweepView:
             f"{len(plan.seeds)} seeds); {self.done_before} finished before, {len(state.failed)} failed before, "
             f"{len(state.todo)} to run, {self.pretrain_total} ensembles to pretrain · {executor.describe()}"
         )
+        populations = [g for g in groups or [] if g.size > 1]
+        if populations:
+            self.header += (
+                f" · {len(groups or [])} train jobs, {sum(g.size for g in populations)} runs in "
+                f"{len(populations)} populations"
+            )
         if self.live_enabled:
             self._live = Live(self.render(), console=self.console, refresh_per_second=2, transient=False)
             self._live.__enter__()
@@ -73,14 +81,19 @@ class SweepView:
             self.console.print(Text(self.header), soft_wrap=True)
 
     def job_started(self, job: Any) -> None:
-        entry = {"kind": job.kind, "started": time.time(), "step": 0, "score": None}
-        if job.kind == "run":
-            entry.update(spec=job.spec, total=job.spec.cfg.steps)
+        now = time.time()
+        if job.kind == "run":  # one entry per run, a population's included: each finishes or fails alone
+            for spec in job.specs:
+                self.running[spec.id] = {
+                    "kind": "run", "started": now, "step": 0, "score": None, "spec": spec, "total": spec.cfg.steps
+                }
+            if self._live is None:
+                name = _name(job.spec) if len(job.specs) == 1 else escape(job.group.describe())
+                self._event(f"[cyan]started[/] {name}")
         else:
-            entry.update(total=0, label=job.pretrain.label)
-        self.running[job.id] = entry
-        if job.kind == "run" and self._live is None:
-            self._event(f"[cyan]started[/] {_name(job.spec)}")
+            self.running[job.id] = {
+                "kind": job.kind, "started": now, "step": 0, "score": None, "total": 0, "label": job.pretrain.label
+            }
         self._refresh()
 
     def pretrain_done(self, job: Any, value: dict[str, Any]) -> None:

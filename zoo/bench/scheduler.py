@@ -9,6 +9,11 @@
 - Every distinct (task, loader, dynamics config, ``data.normalize_obs``, seed) is pretrained by exactly one
   job, before any run that needs it starts; those runs then load it from the cache (``mopo`` and ``mbpo``
   share theirs). A failed pretraining fails its runs, with its error.
+- A train job trains one run or a population of runs (``population``; :mod:`zoo.bench.populations` says which
+  runs share one). A population starts once the pretraining of every member is done (a member whose pretraining
+  failed is failed and the others train without it) and occupies one slot of the executor. Its runs finish or
+  fail one by one (a failed member writes its own ``error.json``); an error of the whole job (the population
+  refused, a worker that died twice) fails every member, as it fails a single run.
 - A failing run writes ``error.json`` and the sweep goes on. A worker process that dies takes the jobs it
   was running down with it: they are queued once more, then recorded as failed.
 - Ctrl-C: running jobs are asked to stop at their next step (they checkpoint), queued jobs are dropped; a
@@ -29,7 +34,8 @@ from typing import Any
 
 from zoo.bench.executors import Executor
 from zoo.bench.grid import Plan, PretrainJob, RunSpec
-from zoo.bench.jobs import RunFailed, WorkerEnv, pretrain_job, train_job
+from zoo.bench.jobs import RunFailed, WorkerEnv, pretrain_job, train_job, train_population_job
+from zoo.bench.populations import TrainGroup, group_runs
 from zoo.engine.run import RunLockedError
 from zoo.io import atomic_write_text
 
@@ -44,10 +50,19 @@ class SweepInterrupted(KeyboardInterrupt):
 class Job:
     kind: str  # pretrain | run
     id: str
-    spec: RunSpec | None = None
+    group: TrainGroup | None = None  # a run job's runs: one, or a population
     pretrain: PretrainJob | None = None
     attempts: int = 0
     started: float = 0.0
+
+    @property
+    def specs(self) -> list[RunSpec]:
+        return self.group.specs if self.group is not None else []
+
+    @property
+    def spec(self) -> RunSpec | None:
+        """The run of a single-run job (the first run of a population)."""
+        return self.group.specs[0] if self.group is not None else None
 
 
 @dataclass
@@ -148,6 +163,12 @@ def ensure_datasets(tasks: list[str], download: bool, log: Any = print) -> None:
         )
 
 
+def _run_id(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "suite": spec.suite, "task": spec.task, "algo": spec.algo, "config_hash": spec.cfg.hash(), "seed": spec.seed
+    }
+
+
 def _payload(spec: RunSpec, out: Path, device: str | None, **extra: Any) -> dict[str, Any]:
     return {
         "recipe": spec.recipe,
@@ -158,14 +179,33 @@ def _payload(spec: RunSpec, out: Path, device: str | None, **extra: Any) -> dict
         "preset": spec.preset_layer,
         "device": device,
         "out": str(out),
-        "run_id": {
-            "suite": spec.suite,
-            "task": spec.task,
-            "algo": spec.algo,
-            "config_hash": spec.cfg.hash(),
-            "seed": spec.seed,
-        },
+        "run_id": _run_id(spec),
         **extra,
+    }
+
+
+def _population_payload(specs: list[RunSpec], out: Path, device: str | None, **extra: Any) -> dict[str, Any]:
+    """:func:`train_population_job`'s payload: what the runs share, then per run its seed, overrides and id."""
+    first = specs[0]
+    return {
+        "recipe": first.recipe,
+        "task": first.task,
+        "suite": first.suite,
+        "preset": first.preset_layer,
+        "device": device,
+        "out": str(out),
+        "members": [
+            {"seed": spec.seed, "overrides": list(spec.overrides), "run_id": _run_id(spec), "id": spec.id}
+            for spec in specs
+        ],
+        **extra,
+    }
+
+
+def restart_ids(state: RunState, out: Path) -> set[str]:
+    """Runs to train that start again from scratch, not from a checkpoint: failed before (``--retry-failed``)."""
+    return {
+        spec.id for spec in state.todo if (spec.run_dir(out) / "error.json").is_file() or spec.id in state.unreadable
     }
 
 
@@ -178,8 +218,11 @@ def run_plan(
     retry_failed: bool = False,
     device: str | None = None,
     loggers: list[str] | None = None,
+    population: int = 1,
 ) -> BenchReport:
-    """Run every unfinished run of ``plan``; returns the report (raises SweepInterrupted on Ctrl-C)."""
+    """Run every unfinished run of ``plan``, in populations of at most ``population`` runs
+    (:func:`zoo.bench.populations.group_runs`; 1: one run per job); returns the report (raises SweepInterrupted on
+    Ctrl-C)."""
     out = Path(out)
     start = time.time()
     state = classify(plan, out, retry_failed)
@@ -193,18 +236,21 @@ def run_plan(
     for spec in state.todo:  # --retry-failed: a run with an unreadable result file starts again from scratch
         if spec.id in state.unreadable:
             set_aside_unreadable(spec.run_dir(out))
-    restart_fresh = {
-        spec.id for spec in state.todo if (spec.run_dir(out) / "error.json").is_file() or spec.id in state.unreadable
-    }
+    restart_fresh = restart_ids(state, out)
+    groups = group_runs(state.todo, population, out, restart_fresh)
     pretrain_jobs = plan.pretrain_jobs(state.todo)
-    waiting: dict[str, list[RunSpec]] = {job.key: [] for job in pretrain_jobs}
+    # A group waits for the pretraining of every member: pending[id(group)] holds the keys not yet done.
+    waiting: dict[str, list[TrainGroup]] = {job.key: [] for job in pretrain_jobs}
+    pending: dict[int, set[str]] = {}
     queue: deque[Job] = deque(Job("pretrain", job.id, pretrain=job) for job in pretrain_jobs)
-    for spec in state.todo:
-        if spec.pretrain is None:
-            queue.append(Job("run", spec.id, spec=spec))
-        else:
-            waiting[spec.pretrain].append(spec)
-    view.start(plan, state, pretrain_jobs, executor)
+    for group in groups:
+        keys = {spec.pretrain for spec in group.specs if spec.pretrain is not None}
+        if not keys:
+            queue.append(Job("run", group.id, group=group))
+        pending[id(group)] = keys
+        for key in keys:
+            waiting[key].append(group)
+    view.start(plan, state, pretrain_jobs, executor, groups=groups)
     inflight: dict[cf.Future, Job] = {}
 
     def submit(job: Job) -> None:
@@ -215,17 +261,14 @@ def run_plan(
             payload = _payload(job.pretrain.runs[0], out, device)
             fut = executor.submit(pretrain_job, payload)
         else:
-            assert job.spec is not None
-            _write_bench_meta(job.spec, out)
-            payload = _payload(
-                job.spec,
-                out,
-                device,
-                resume=job.spec.id not in restart_fresh,
-                return_files=executor.returns_files,
-                loggers=list(loggers or []),
-            )
-            fut = executor.submit(train_job, payload)
+            assert job.group is not None
+            for spec in job.specs:
+                _write_bench_meta(spec, out)
+            extra = {"resume": job.group.resume, "return_files": executor.returns_files, "loggers": list(loggers or [])}
+            if job.group.size == 1:
+                fut = executor.submit(train_job, _payload(job.specs[0], out, device, **extra))
+            else:
+                fut = executor.submit(train_population_job, _population_payload(job.specs, out, device, **extra))
         inflight[fut] = job
         view.job_started(job)
 
@@ -238,41 +281,59 @@ def run_plan(
         report.failed[spec.id] = read_error(run_dir)
         view.run_failed(spec, report.failed[spec.id])
 
+    def pretrained(key: str, failed: str | None = None, tb: str = "") -> None:
+        """The pretraining ``key`` is done (or ``failed`` with that message): queue the groups it completes."""
+        for group in waiting.pop(key, []):
+            if failed is not None:  # its members fail; the rest of their population trains without them
+                for spec in [s for s in group.specs if s.pretrain == key]:
+                    fail_run(spec, failed, tb, overwrite=True)
+                group.specs = [s for s in group.specs if s.pretrain != key]
+            keys = pending[id(group)]
+            keys.discard(key)
+            if not keys and group.specs:
+                queue.append(Job("run", group.id, group=group))
+
     def finish(fut: cf.Future, job: Job, interrupting: bool = False) -> None:
         err = fut.exception()
         if job.kind == "pretrain":
             assert job.pretrain is not None
-            dependents = waiting.pop(job.pretrain.key, [])
             if err is None:
                 report.pretrained[job.pretrain.key] = fut.result()
                 view.pretrain_done(job, fut.result())
-                queue.extend(Job("run", spec.id, spec=spec) for spec in dependents)
+                pretrained(job.pretrain.key)
             elif interrupting:  # stopped by the Ctrl-C: the next session pretrains it again
+                waiting.pop(job.pretrain.key, None)
                 view.pretrain_failed(job, "stopped by Ctrl-C")
             else:
                 message = f"pretraining failed: {type(err).__name__}: {err}"
                 view.pretrain_failed(job, message)
-                for spec in dependents:
-                    fail_run(spec, message, _format_tb(err), overwrite=True)
+                pretrained(job.pretrain.key, failed=message, tb=_format_tb(err))
             return
-        assert job.spec is not None
-        spec = job.spec
+        specs = job.specs
         if err is None:
             value = fut.result()
-            _restore_files(spec.run_dir(out), value.get("files", {}))
-            report.finished.append(spec)
-            view.run_done(spec, value.get("result") or {})
+            outcomes = value["members"] if "members" in value else [value]
+            for spec, outcome in zip(specs, outcomes, strict=True):
+                _restore_files(spec.run_dir(out), outcome.get("files", {}))
+                if "error" in outcome:  # a failed member of a population (its error.json is written)
+                    fail_run(spec, outcome["error"], outcome.get("traceback", ""), since=job.started)
+                else:
+                    report.finished.append(spec)
+                    view.run_done(spec, outcome.get("result") or {})
         elif interrupting or isinstance(err, KeyboardInterrupt):
             # Stopped by the Ctrl-C (with a checkpoint when it got that far; Ray reports a cancelled task as an
             # error of its own): never recorded as a failure, the next session resumes it.
-            view.run_interrupted(spec)
+            for spec in specs:
+                view.run_interrupted(spec)
         elif isinstance(err, RunLockedError):  # another process writes that run: its directory is not ours to mark
-            report.failed[spec.id] = str(err)
-            view.run_failed(spec, str(err))
+            for spec in specs:
+                report.failed[spec.id] = str(err)
+                view.run_failed(spec, str(err))
         else:
-            if isinstance(err, RunFailed):
-                _restore_files(spec.run_dir(out), err.files)
-            fail_run(spec, f"{type(err).__name__}: {err}", _format_tb(err), since=job.started)
+            for spec in specs:
+                if isinstance(err, RunFailed):
+                    _restore_files(spec.run_dir(out), err.members.get(spec.id, err.files if len(specs) == 1 else {}))
+                fail_run(spec, f"{type(err).__name__}: {err}", _format_tb(err), since=job.started)
 
     try:
         while queue or inflight:
@@ -289,8 +350,8 @@ def run_plan(
                         continue
                     err = fut.exception()
                     if job.kind == "run":
-                        assert job.spec is not None
-                        fail_run(job.spec, f"worker process died twice while running it ({err})")
+                        for spec in job.specs:
+                            fail_run(spec, f"worker process died twice while running it ({err})")
                     else:
                         finish(fut, job)
                     continue

@@ -124,7 +124,15 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def print_plan(console: Console, plan: Plan, state: Any, estimate: dict[str, Any], executor: Any) -> None:
+def print_plan(
+    console: Console,
+    plan: Plan,
+    state: Any,
+    estimate: dict[str, Any],
+    executor: Any,
+    groups: list[Any] | None = None,
+    population: str = "1",
+) -> None:
     table = Table(title="plan", show_lines=False)
     table.add_column("run id", overflow="fold")
     table.add_column("column")
@@ -153,6 +161,8 @@ def print_plan(console: Console, plan: Plan, state: Any, estimate: dict[str, Any
     )
     for text in unreadable.values():
         console.print(Text(f"warning: {text}", style="yellow"))
+    if groups is not None:
+        print_groups(console, plan, groups, population)
     basis = (
         f"{estimate['runs_with_history']}/{estimate['runs']} runs priced from earlier runs in {estimate['out']}"
         if estimate["runs"]
@@ -163,6 +173,43 @@ def print_plan(console: Console, plan: Plan, state: Any, estimate: dict[str, Any
         f"compute, about {_hours(estimate['wall_s'])} wall time on {executor.describe()} ({basis}; rough)",
         highlight=False,
     )
+
+
+def print_groups(console: Console, plan: Plan, groups: list[Any], population: str) -> None:
+    """The train jobs of the runs to run: a line per population, and which recipes train alone and why."""
+    populations = [g for g in groups if g.size > 1]
+    console.print(
+        f"{len(groups)} train jobs (--population {population}): {sum(g.size for g in populations)} runs in "
+        f"{len(populations)} populations, {len(groups) - len(populations)} runs alone",
+        highlight=False,
+    )
+    with_suite = len(plan.suites) > 1
+    for group in populations:
+        console.print(Text(f"  {group.describe(with_suite)}"))
+    alone = {g.specs[0].algo: g.alone for g in groups if g.alone}
+    for algo, why in alone.items():
+        console.print(Text(f"  {algo}: one run per job ({why})"))
+
+
+def resolve_population(population: str | int | None, device: str, runner: Any, plan: Plan) -> int:
+    """``--population`` as a number (:mod:`zoo.bench.populations`): auto is 8 on the CPU and, on the local
+    executor's GPUs, what the least free GPU's memory holds for its jobs at the plan's per-run bound."""
+    from zoo.bench.populations import AUTO, auto_population, parse_population
+
+    choice = parse_population(population)
+    if choice != AUTO:
+        return int(choice)
+    gpus = list(getattr(runner, "gpu_names", None) or [])
+    if not device.startswith("cuda") or not gpus:
+        return auto_population(device)
+    from zoo.bench.executors import gpu_free_memory_gb
+
+    if device.startswith("cuda:"):  # every job on that one GPU
+        index = int(device.split(":", 1)[1])
+        gpus, jobs_per_gpu = gpus[index : index + 1] or gpus[:1], runner.slots
+    else:
+        jobs_per_gpu = -(-runner.slots // len(gpus))
+    return auto_population(device, gpu_free_memory_gb(gpus), plan_gpu_memory_gb(plan), jobs_per_gpu)
 
 
 def bench(
@@ -188,16 +235,20 @@ def bench(
     formats: tuple[str, ...] | None = None,
     reps: int | None = None,
     loggers: list[str] | str | None = None,
+    population: str | int | None = "auto",
 ) -> BenchOutcome:
     """Expand the grid, run what is not finished, write and print the leaderboard. ``loggers``: extra loggers
-    (kind ``logger``) of every run, checked before anything starts."""
+    (kind ``logger``) of every run, checked before anything starts. ``population``: ``auto``, N or 1, how many
+    runs of one recipe on one task may train as one population (:mod:`zoo.bench.populations`)."""
     from zoo.bench.executors import make_executor
     from zoo.bench.jobs import WorkerEnv
     from zoo.bench.leaderboard import FORMATS, render_rich, write_leaderboards
+    from zoo.bench.populations import group_runs, parse_population
     from zoo.bench.progress import SweepView
-    from zoo.bench.scheduler import classify, ensure_datasets, run_plan
+    from zoo.bench.scheduler import classify, ensure_datasets, restart_ids, run_plan
     from zoo.loggers import check_loggers, logger_names
 
+    parse_population(population)  # a bad value is an error before anything is resolved
     console = console or Console()
     out = Path(out).resolve()
     extra_loggers = logger_names(loggers)[1:]
@@ -223,9 +274,13 @@ def bench(
     state = classify(plan, out, retry_failed)
     estimate = estimate_cost(plan, state.todo, out, runner.slots, device)
     estimate["out"] = str(out)
+    size = resolve_population(population, device, runner, plan)
+    estimate["population"] = size
     outcome = BenchOutcome(plan=plan, estimate=estimate)
     if dry_run:
-        print_plan(console, plan, state, estimate, runner)
+        groups = group_runs(state.todo, size, out, restart_ids(state, out))
+        shown = f"{population} = {size}" if str(population) != str(size) else str(size)
+        print_plan(console, plan, state, estimate, runner, groups, shown)
         return outcome
     for text in state.unreadable.values():  # never lost silently: named before the sweep starts
         console.print(Text(f"warning: {text}", style="yellow"))
@@ -242,7 +297,7 @@ def bench(
     if state.todo:
         runner.start(env)
     outcome.report = run_plan(
-        plan, out, runner, env, view, retry_failed=retry_failed, device=device, loggers=extra_loggers
+        plan, out, runner, env, view, retry_failed=retry_failed, device=device, loggers=extra_loggers, population=size
     )
     outcome.boards, outcome.written = write_leaderboards(out, suites=plan.suites, formats=formats or FORMATS, reps=reps)
     mine = {spec.setting.key() for spec in plan.runs}
