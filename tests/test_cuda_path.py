@@ -224,11 +224,16 @@ def test_tf32_is_off_for_a_run_and_the_device_is_recorded(tmp_path: Path) -> Non
 
 
 def test_a_checkpoint_holds_its_device_and_every_generator_and_does_not_move_device_kind(tmp_path: Path) -> None:
-    _trainer(tmp_path).train()
+    trainer = _trainer(tmp_path)
+    trainer.train()
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=False)
     assert state["device"] == "cpu"
-    assert torch.equal(state["rng"]["cpu"], torch.get_rng_state())  # the global CPU stream as the run left it
+    # the run's own state of the global CPU stream as the run left it (zoo.engine.trainer.Trainer.own_rng), and the
+    # states of its two generators
+    assert torch.equal(state["rng"]["cpu"], trainer.members[0].rng["cpu"])
+    assert torch.equal(state["generator"], trainer.members[0].generator.get_state())
+    assert torch.equal(state["learner_generator"], trainer.members[0].learner_generator.get_state())
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         assert len(state["rng"]["cuda"]) == torch.cuda.device_count()
     state["device"] = "cuda:0"  # as a GPU run would have written it

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from tests.fixtures import write_d4rl_hdf5
 from zoo.cli_data import data_app
+from zoo.data.collect import COLLECTION_PROTOCOL
 
 runner = CliRunner()
 
@@ -63,10 +64,10 @@ def test_list_shows_cached_files(cache):
 def test_collect_path_list_info_and_download_local(cache):
     out = runner.invoke(data_app, ["collect", "--env", "Pendulum-v1", "--episodes", "2", "--seed", "3"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.strip().endswith("zoo/pendulum/random-v1")
+    assert out.stdout.strip().endswith(f"zoo/pendulum/random-v{COLLECTION_PROTOCOL}")
     assert runner.invoke(data_app, ["path"]).stdout.strip() == str(cache / "zoo")
     rows = json.loads(runner.invoke(data_app, ["list", "--json"]).stdout)
-    assert [(r["kind"], r["name"]) for r in rows] == [("local", "zoo/pendulum/random-v1")]
+    assert [(r["kind"], r["name"]) for r in rows] == [("local", f"zoo/pendulum/random-v{COLLECTION_PROTOCOL}")]
     info = json.loads(runner.invoke(data_app, ["info", "pendulum-random", "--json"]).stdout)
     assert info["transitions"] == 400 and info["episodes"] == 2 and info["timeouts"] == 2
     again = runner.invoke(data_app, ["collect", "--episodes", "2"])
@@ -75,4 +76,4 @@ def test_collect_path_list_info_and_download_local(cache):
     assert bad.exit_code == 1 and "unknown quality 'legendary'" in bad.output
     # download of a cached task prints its path and touches no network
     dl = runner.invoke(data_app, ["download", "pendulum-random"])
-    assert dl.exit_code == 0 and dl.stdout.strip().endswith("zoo/pendulum/random-v1")
+    assert dl.exit_code == 0 and dl.stdout.strip().endswith(f"zoo/pendulum/random-v{COLLECTION_PROTOCOL}")

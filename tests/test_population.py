@@ -165,6 +165,13 @@ def test_structural_keys_split_populations(override: str, key: str) -> None:
         check_population([_cfg("mopo", 0), _cfg("mopo", 1, override)])
 
 
+def test_a_population_holds_each_run_once() -> None:
+    """Seeds may repeat across configs that differ in population-able keys (a sweep point each); a run may not."""
+    check_population([_cfg("mopo", s, f"learner.gamma={g}") for g in (0.99, 0.98) for s in (0, 1)])
+    with pytest.raises(ValueError, match="the same run twice"):
+        check_population([_cfg("mopo", 0), _cfg("mopo", 1), _cfg("mopo", 0)])
+
+
 @pytest.mark.parametrize("algo", UNSUPPORTED)
 def test_components_without_support_run_as_populations_of_one(algo: str, tmp_path: Path) -> None:
     ok, why = population_support(_cfg(algo, 0))

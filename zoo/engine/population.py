@@ -87,9 +87,9 @@ def check_population(cfgs: list[RunConfig]) -> None:
     ok, why = population_support(cfgs[0])
     if not ok:
         raise ValueError(f"{cfgs[0].algo}: {why}; train its seeds as separate runs (--population 1)")
-    seeds = [c.seed for c in cfgs]
-    if len(set(seeds)) != len(seeds) and len({c.hash() for c in cfgs}) != len(cfgs):
-        raise ValueError(f"a population cannot hold the same run twice (seeds {seeds})")
+    runs = [(c.hash(), c.seed) for c in cfgs]  # a run is its config hash (the seed left out) and its seed
+    if len(set(runs)) != len(runs):
+        raise ValueError(f"a population cannot hold the same run twice (seeds {[c.seed for c in cfgs]})")
     first = cfgs[0].tree()
     signature = population_signature(cfgs[0])
     for other in cfgs[1:]:

@@ -37,12 +37,12 @@ class CQL:
     """SAC + CQL(H) conservative critic term over model and real data (COMBO, combo.md §1-§2, §5).
 
     Populations (zoo.engine.population): the composed SAC is a population, the conservative term is computed for
-    every run at once ([P, N] terms), and β (``cql_weight``, the per-task knob of combo.md §4), τ and γ may differ
-    between runs. A single run is the population of one.
+    every run at once ([P, N] terms), and β (``cql_weight``, the per-task knob of combo.md §4) may differ between
+    runs, besides SAC's population keys. A single run is the population of one.
     """
 
     supports_population = True
-    population_keys = ("tau", "gamma", "cql_weight")
+    population_keys = ("tau", "gamma", "actor_lr", "critic_lr", "alpha_lr", "cql_weight")  # SAC's, and β
 
     @dataclass
     class Config(SAC.Config):
