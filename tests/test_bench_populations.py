@@ -77,7 +77,12 @@ def test_auto_is_8_on_the_cpu_and_what_the_least_free_gpu_holds_on_cuda(monkeypa
     plan = mopo_plan([0])
     assert sweep.resolve_population("auto", "cuda", Runner(), plan) == 6  # 0.9 * 20 / (4 jobs / 2 GPUs) / 1.5
     assert sweep.resolve_population("auto", "cuda:1", Runner(), plan) == 4  # every job on GPU 1: 0.9 * 30 / 4 / 1.5
-    assert sweep.resolve_population("auto", "cpu", Runner(), plan) == 8
+    # on the CPU: 8, or fewer so that every worker slot gets a job (ceil(runs / slots))
+    assert sweep.resolve_population("auto", "cpu", Runner(), plan) == 1  # one run, 4 slots
+    assert sweep.resolve_population("auto", "cpu", Runner(), mopo_plan(list(range(10)))) == 3  # ceil(10 / 4)
+    assert sweep.resolve_population("auto", "cpu", Runner(), mopo_plan(list(range(40)))) == 8
+    assert sweep.resolve_population("auto", "cpu", None, mopo_plan(list(range(10)))) == 8  # slots unknown
+    assert auto_population("cpu", runs=96, slots=2) == 8 and auto_population("cpu", runs=8, slots=8) == 1
     assert sweep.resolve_population("3", "cuda", Runner(), plan) == 3
     assert sweep.resolve_population(1, "cpu", None, plan) == 1
 
@@ -355,11 +360,11 @@ def test_the_dry_run_shows_the_populations(tmp_path: Path) -> None:
     def dry(population: str | int) -> str:
         stream = io.StringIO()
         run_sweep("quick", ["mopo", "rombrl"], seeds=3, tasks="pendulum-random", out=tmp_path, dry_run=True,
-                  console=Console(file=stream, width=200), population=population)
+                  console=Console(file=stream, width=200), population=population, executor_cfg={"workers": 2})
         return stream.getvalue()
 
     text = dry("auto")
-    assert "4 train jobs (--population auto = 8): 3 runs in 1 populations, 3 runs alone" in text
+    assert "4 train jobs (--population auto = 3): 3 runs in 1 populations, 3 runs alone" in text  # 6 runs, 2 slots
     assert "  mopo pendulum-random seeds 0,1,2 (population of 3)" in text
     assert "  rombrl: one run per job (rule 'rombrl' has no population support)" in text
     text = dry(1)

@@ -14,7 +14,9 @@ The rule (``--population``):
   may share a population (when the engine takes them: :func:`zoo.engine.population.check_population`; else one
   population per config); any other difference never does. A run whose learner or rule has no population support
   (:func:`zoo.engine.population.population_support`: today the recipe rombrl) always trains alone.
-- ``auto`` (the default): N = 8 on the CPU (a quick-suite cell's 3 seeds are one population). On CUDA N is what
+- ``auto`` (the default): on the CPU N = 8 (a quick-suite cell's 3 seeds are one population), lowered to
+  ceil(runs / worker slots) when that is smaller, so that no slot idles (8 seeds on 8 cores: 8 single runs; on 2
+  cores: 2 populations of 4). On CUDA N is what
   the GPU with the least free memory holds: ``0.9 × free GiB / (jobs per GPU × the plan's per-run bound)``
   (:func:`zoo.bench.sweep.plan_gpu_memory_gb`; the bound counts the dataset per member, so it errs on the safe
   side), between 1 and 8; 8 when the free memory is unknown (an executor other than ``local``).
@@ -63,10 +65,18 @@ def auto_population(
     gpu_free_gb: list[float] | None = None,
     gb_per_run: float = 0.0,
     jobs_per_gpu: int = 1,
+    runs: int = 0,
+    slots: int = 1,
 ) -> int:
-    """``--population auto`` as a number (module docstring): 8 on the CPU; on CUDA what the GPU with the least
-    free memory holds for ``jobs_per_gpu`` jobs of runs bounded by ``gb_per_run``, between 1 and 8."""
-    if not device.startswith("cuda") or not gpu_free_gb or gb_per_run <= 0:
+    """``--population auto`` as a number (module docstring): on the CPU 8, or fewer when ``runs`` would not fill
+    the executor's ``slots`` with populations of 8 (every slot gets at least one job: ceil(runs / slots)); on CUDA
+    what the GPU with the least free memory holds for ``jobs_per_gpu`` jobs of runs bounded by ``gb_per_run``,
+    between 1 and 8."""
+    if not device.startswith("cuda"):
+        if runs > 0 and slots > 1:
+            return max(1, min(AUTO_MAX_POPULATION, math.ceil(runs / slots)))
+        return AUTO_MAX_POPULATION
+    if not gpu_free_gb or gb_per_run <= 0:
         return AUTO_MAX_POPULATION
     per_job = GPU_POPULATION_HEADROOM * min(gpu_free_gb) / max(1, jobs_per_gpu)
     return max(1, min(AUTO_MAX_POPULATION, math.floor(per_job / gb_per_run)))

@@ -192,15 +192,18 @@ def print_groups(console: Console, plan: Plan, groups: list[Any], population: st
 
 
 def resolve_population(population: str | int | None, device: str, runner: Any, plan: Plan) -> int:
-    """``--population`` as a number (:mod:`zoo.bench.populations`): auto is 8 on the CPU and, on the local
-    executor's GPUs, what the least free GPU's memory holds for its jobs at the plan's per-run bound."""
+    """``--population`` as a number (:mod:`zoo.bench.populations`): auto is 8 on the CPU (fewer when the plan's
+    runs would leave worker slots idle) and, on the local executor's GPUs, what the least free GPU's memory holds
+    for its jobs at the plan's per-run bound."""
     from zoo.bench.populations import AUTO, auto_population, parse_population
 
     choice = parse_population(population)
     if choice != AUTO:
         return int(choice)
     gpus = list(getattr(runner, "gpu_names", None) or [])
-    if not device.startswith("cuda") or not gpus:
+    if not device.startswith("cuda"):
+        return auto_population(device, runs=len(plan.runs), slots=int(getattr(runner, "slots", 1) or 1))
+    if not gpus:
         return auto_population(device)
     from zoo.bench.executors import gpu_free_memory_gb
 
