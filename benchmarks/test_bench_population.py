@@ -14,8 +14,8 @@ Sizes, on Hopper-shaped synthetic rows (obs 11, act 3, 20,000 rows):
   200 steps).
 
 Run: ``python -m pytest benchmarks/test_bench_population.py --benchmark-only -s`` (``-s`` shows the ratio table;
-``ZOO_BENCH_THREADS`` sets torch's threads, default 1). The last test prints, per size and P, both throughputs and
-their ratio, from the timings of this session only.
+``ZOO_BENCH_THREADS`` sets torch's threads, default 1). Each sequential benchmark prints the table so far, per size
+and P both throughputs and their ratio, from the timings of this session only (the last one prints all of it).
 """
 
 from __future__ import annotations
@@ -108,22 +108,24 @@ def test_bench_sequential(benchmark: Any, size: str, p: int, tmp_path: Path) -> 
 
     benchmark.pedantic(lambda: [t.train() for t in singles], setup=setup, rounds=1, iterations=1)
     _record(benchmark, (size, "sequential", p))
+    _report()  # the table so far: every population measured before its sequential runs (file order)
 
 
-def test_report_ratios() -> None:
-    """The table of this session's throughputs (member-steps per second) and ratios."""
-    if not TIMES:
-        pytest.skip("run the benchmarks of this module first (they fill the table)")
+def _report() -> None:
+    """Print this session's throughputs (member-steps per second) and their ratios."""
     cpu = _cpu_model()
-    print(f"\nPopulations vs sequential single runs: MOPO, {cpu}, torch {torch.__version__}, {THREADS} thread(s)")
-    print(f"{'size':8} {'P':>2} {'population':>12} {'sequential':>12} {'ratio':>6}   (member-steps/s)")
+    lines = [
+        f"\nPopulations vs sequential single runs: MOPO, {cpu}, torch {torch.__version__}, {THREADS} thread(s)",
+        f"{'size':8} {'P':>2} {'population':>12} {'sequential':>12} {'ratio':>6}   (member-steps/s)",
+    ]
     for size, spec in SIZES.items():
         for p in POPULATIONS:
             pop, seq = TIMES.get((size, "population", p)), TIMES.get((size, "sequential", p))
             if pop is None or seq is None:
                 continue
             work = p * spec["steps"]
-            print(f"{size:8} {p:>2} {work / pop:>12.0f} {work / seq:>12.0f} {seq / pop:>6.2f}")
+            lines.append(f"{size:8} {p:>2} {work / pop:>12.0f} {work / seq:>12.0f} {seq / pop:>6.2f}")
+    print("\n".join(lines))
 
 
 def _cpu_model() -> str:

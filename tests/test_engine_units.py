@@ -42,6 +42,20 @@ def test_ring_buffer_state_round_trip() -> None:
     assert torch.equal(b.storage["reward"], a.storage["reward"])
 
 
+def test_a_saved_buffer_holds_its_rows_not_its_capacity(tmp_path) -> None:
+    """torch.save writes a view's whole storage: a state of views would carry the full capacity, and in a population
+    (zoo.engine.population.PopulationBuffer) every run's buffer."""
+    from zoo.engine.population import PopulationBuffer
+
+    pop = PopulationBuffer(4, 10_000, 2, 1, torch.device("cpu"))
+    pop.members[1].add(**rows(0, 3))
+    path = tmp_path / "buffer.pt"
+    torch.save(pop.members[1].state_dict(), path)
+    assert path.stat().st_size < 20_000  # 3 rows; the stacked storage is 4 x 10,000 x 7 floats = 1.1 MB
+    state = torch.load(path, weights_only=False)
+    assert state["size"] == 3 and torch.equal(state["obs"], pop.storage["obs"][1, :3])
+
+
 def test_empty_buffer_sampling_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="empty model buffer"):
         RingBuffer(4, 2, 1, "cpu").sample(2)

@@ -70,7 +70,10 @@ class RingBuffer:
         return torch.randint(self.size, (n,), device=self.device, generator=generator)
 
     def state_dict(self) -> dict[str, object]:
-        return {"ptr": self.ptr, "size": self.size, **{k: v[: self.size].cpu() for k, v in self.storage.items()}}
+        """The stored rows, copied: ``torch.save`` writes a view's whole storage, which would be the buffer's full
+        capacity (and in a population every run's buffer) instead of the rows it holds."""
+        rows = {k: v[: self.size].to("cpu", copy=True) for k, v in self.storage.items()}
+        return {"ptr": self.ptr, "size": self.size, **rows}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         size = int(state["size"])  # type: ignore[arg-type]
