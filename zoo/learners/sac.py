@@ -291,9 +291,9 @@ class SAC(ActorCriticAccess):
 
     @generator.setter
     def generator(self, value: torch.Generator | None) -> None:
-        self.generators = [value] * self.population if self.population == 1 else self.generators
         if self.population != 1:
             raise ValueError("a population has one generator per member; set learner.generators")
+        self.generators = [value]
 
     @property
     def alpha(self) -> torch.Tensor:
