@@ -79,6 +79,10 @@ CASES = [
     ("empty seed list", ["bench", "--seed-list", "", "--out", "out", "--dry-run"], "--seed-list ''"),
     ("population 0", ["bench", "--population", "0", "--out", "out", "--dry-run"], "--population '0'"),
     ("population word", ["bench", "--population", "many", "--out", "out", "--dry-run"], "expected auto, or a whole"),
+    ("seed and seed list", [*TRAIN, "--seed", "3", "--seed-list", "0,1"], "either --seed or --seed-list"),
+    ("empty train seed list", [*TRAIN, "--seed-list", ""], "--seed-list ''"),
+    ("population of rombrl", ["train", "--algo", "rombrl", "--task", "pendulum-random", "--out", "out",
+                              "--seed-list", "0,1"], "rule 'rombrl' has no population support"),
 ]
 
 
