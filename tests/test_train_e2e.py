@@ -192,3 +192,37 @@ def test_divergence_after_evaluations_is_recorded_with_its_score_and_marked(
     md = render_markdown([board])
     assert f"(1){DIVERGED_MARK}" in md and "stopped by the divergence guard" in md
     assert "(1)\\dag{}" in render_tex([board])
+
+
+def test_cli_seed_list_trains_one_population_whose_members_are_the_single_runs(quick_env: Path, tmp_path: Path) -> None:
+    """`zoo train --seed-list 0,1` trains one population: two ordinary run directories (the single runs' config hash),
+    each with "population": 2 in its result, and seed 1's run equals `zoo train --seed 1` (tests/test_population.py
+    has the exact comparisons; here: through the CLI, with evaluation)."""
+    import torch
+
+    from zoo.cli import main
+
+    def zoo(*args: str, out: Path) -> None:
+        argv = ["zoo", "train", "--algo", "mopo", "--task", "pendulum-random", "--steps", "400", "--out", str(out),
+                "--no-progress", *args]
+        for o in TINY:
+            argv += ["--set", o]
+        old = sys.argv
+        sys.argv = argv
+        try:
+            with pytest.raises(SystemExit) as done:
+                main()
+            assert done.value.code in (0, None)
+        finally:
+            sys.argv = old
+
+    zoo("--seed-list", "0,1", out=tmp_path / "pop")
+    zoo("--seed", "1", out=tmp_path / "single")
+    pop = {int(p.parent.name[4:]): p.parent for p in (tmp_path / "pop" / "runs").rglob("result.json")}
+    single = next((tmp_path / "single" / "runs").rglob("result.json")).parent
+    assert sorted(pop) == [0, 1] and pop[1].parent.name == single.parent.name  # the same config hash
+    member, alone = (json.loads((d / "result.json").read_text()) for d in (pop[1], single))
+    assert member["population"] == 2 and alone["population"] == 1
+    assert member["score"] == pytest.approx(alone["score"], abs=0.5)
+    a, b = (torch.load(d / "checkpoints" / "last.pt", weights_only=False)["learner"]["actor"] for d in (pop[1], single))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
