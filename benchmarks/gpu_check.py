@@ -15,7 +15,10 @@ Sections, in order (``--only`` picks some):
 - ``recipes``: every recipe through the local executor (``zoo bench`` on the quick suite's pendulum-medium, the
   quick preset) on the device, then ``zoo eval`` of a finished run under observation noise;
 - ``bench``: the README's speed table on the device: SAC update, 50k × 5 rollout, MOPO epoch, ROMI iteration,
-  ROMBRL round, and one short run per recipe.
+  ROMBRL round, and one short run per recipe;
+- ``populations`` (issue 15): MOPO at the recipe sizes as populations of P = 1, 2, 4, 8, 16 seeds: one batched
+  update of every member, and 200 steps of the whole loop (rollouts every 100 steps, no evaluation), each against
+  P times the population of one, measured here; member-steps per second and the ratio.
 
 Prints one line per check and the timing table; exits 1 when a check failed. ``--dry`` runs on the CPU with tiny
 sizes (and only the first recipe through the executor): it proves the script runs, not the GPU.
@@ -51,7 +54,7 @@ from zoo.config import resolve  # noqa: E402
 from zoo.device import synchronize  # noqa: E402
 from zoo.engine.trainer import Trainer  # noqa: E402
 
-SECTIONS = ("sync", "modes", "resume", "recipes", "bench")
+SECTIONS = ("sync", "modes", "resume", "recipes", "bench", "populations")
 
 
 @dataclass
@@ -347,6 +350,55 @@ def check_bench(check: Check, tmp: Path) -> None:
         check.record("bench", f"short run {algo}", short_run)
 
 
+# -- populations ------------------------------------------------------------------------------------------------
+def population_trainer(p: int, device: str, tmp: Path, dry: bool, steps: int) -> Trainer:
+    """MOPO's recipe sizes (SAC 256 x 256, the 7 x 4 x 200 ensemble; tiny with ``dry``) for seeds 0..p-1 as one
+    population on Hopper-shaped rows, rollouts of 10,000 starts every 100 steps, no evaluation."""
+    overrides = [
+        f"steps={steps}", f"log_every={steps}", "checkpoint_every=0", "eval.episodes=0", f'device="{device}"',
+        "dynamics.max_epochs=1", "diagnostics=false", "rollout.every=100",
+        f"rollout.batch={64 if dry else 10_000}",
+        *(["dynamics.hidden=[16, 16]", "dynamics.weight_decay=[2.5e-5, 5e-5, 1e-4]", "learner.hidden=[16, 16]"]
+          if dry else []),
+    ]
+    cfgs = [resolve("mopo", overrides=[*overrides, f"seed={s}"]) for s in range(p)]
+    trainer = Trainer(cfgs, HopperShapedTask(), [tmp / f"seed{s}" for s in range(p)], tmp.parent / "cache",
+                      progress=False, data=hopper_shaped_rows(500 if dry else 20_000))
+    trainer.setup()
+    return trainer
+
+
+def check_populations(check: Check, tmp: Path) -> None:
+    dev = torch.device(check.device)
+    dry = check.dry
+    sizes = (1, 2) if dry else (1, 2, 4, 8, 16)
+    steps = 4 if dry else 200
+    update: dict[int, float] = {}
+    loop: dict[int, float] = {}
+    for p in sizes:
+        def run(p: int = p) -> str:
+            trainer = population_trainer(p, check.device, tmp / "populations" / f"P{p}", dry, steps)
+            for k in range(p):
+                trainer.rollout(k)
+            batch = trainer.draw_batch_pop()
+            update[p] = _timed(dev, lambda: trainer.learner.update_pop(batch), 3 if dry else 100)
+            fresh = population_trainer(p, check.device, tmp / "populations" / f"P{p}-loop", dry, steps)
+            synchronize(dev)
+            start = time.perf_counter()
+            fresh.train_members()
+            synchronize(dev)
+            loop[p] = time.perf_counter() - start
+            ratio_u = update[1] * p / update[p]
+            ratio_l = loop[1] * p / loop[p]
+            check.time(f"population update, P={p} (recipe sizes)", update[p],
+                       f"{p / update[p]:.0f} member-updates/s; {ratio_u:.2f}x P single updates")
+            check.time(f"population loop, P={p}, {steps} steps", loop[p],
+                       f"{p * steps / loop[p]:.0f} member-steps/s; {ratio_l:.2f}x P single runs")
+            return f"update {ratio_u:.2f}x, loop {ratio_l:.2f}x of P single runs"
+
+        check.record("populations", f"P={p}", run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry", action="store_true", help="tiny sizes on the CPU: proves the script runs")
@@ -367,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check on {device} ({env}), torch {torch.__version__}, sections {', '.join(sections)}", flush=True)
     start = time.perf_counter()
     runners = {"sync": check_sync, "modes": check_modes, "resume": check_resume, "recipes": check_recipes,
-               "bench": check_bench}
+               "bench": check_bench, "populations": check_populations}
     with tempfile.TemporaryDirectory(prefix="zoo_gpu_check_") as tmp:
         os.environ.setdefault("ZOO_DATA", str(Path(tmp) / "data"))
         for name in sections:

@@ -74,6 +74,16 @@ def test_dry_run_of_the_sync_and_rule_mode_checks_and_the_timing_table(tmp_path:
     assert sum(n.startswith("short run") for n in names) == recipes  # one per recipe
 
 
+def test_dry_run_of_the_population_section(tmp_path: Path) -> None:
+    """Populations of 1 and 2 (1, 2, 4, 8, 16 on a GPU): the batched update and the loop, each with its ratio to P
+    single runs measured in the same run."""
+    record = _dry("populations", tmp_path / "data", tmp_path)
+    assert [r["check"] for r in record["results"]] == ["P=1", "P=2"]
+    notes = {t["measurement"]: t["note"] for t in record["timings"]}
+    assert "1.00x P single updates" in notes["population update, P=1 (recipe sizes)"]
+    assert "x P single runs" in notes["population loop, P=2, 4 steps"]
+
+
 @pytest.mark.slow
 def test_dry_run_of_a_recipe_through_the_executor_and_a_noisy_eval(quick_env: Path, tmp_path: Path) -> None:
     record = _dry("recipes", quick_env, tmp_path)
