@@ -77,6 +77,23 @@ def test_preset_layers_per_algorithm_tables_and_unused_tables(tmp_path: Path) ->
         expand_grid(["quick"], ["mopo"], [0], preset=load_bench_preset(str(bad)), tasks=["pendulum-random"])
 
 
+def test_preset_task_tables_apply_to_their_tasks_only(tmp_path: Path) -> None:
+    quick = load_bench_preset("quick")
+    plan = expand_grid(["quick"], ["mopo"], [0], preset=quick, tasks=["pendulum-medium", "pendulum-medium-replay"])
+    epochs = {s.task: s.cfg.dynamics.cfg.max_epochs for s in plan.runs}
+    assert epochs == {"pendulum-medium": 10, "pendulum-medium-replay": 40}  # [tasks."pendulum-medium-replay"]
+    preset = tmp_path / "tasks.toml"
+    preset.write_text('steps = 100\n[algos.mopo]\npenalty.coef = 0.5\n[tasks."pendulum-m*"]\npenalty.coef = 3.0\n')
+    plan = expand_grid(["quick"], ["mopo"], [0], preset=load_bench_preset(str(preset)),
+                       tasks=["pendulum-random", "pendulum-medium"])
+    coef = {s.task: s.cfg.penalty.cfg.coef for s in plan.runs}
+    assert coef == {"pendulum-random": 0.5, "pendulum-medium": 3.0}  # the task table comes after the algos table
+    bad = tmp_path / "bad_tasks.toml"
+    bad.write_text("tasks = 3\n")
+    with pytest.raises(ValueError, match="one table per task"):
+        load_bench_preset(str(bad))
+
+
 def test_quick_preset_resolves_for_every_recipe() -> None:
     quick = load_bench_preset("quick")
     plan = expand_grid(["quick"], all_recipes(), [0, 1], preset=quick)

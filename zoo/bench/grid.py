@@ -298,7 +298,7 @@ def expand_grid(
             suite_tasks = [t for t in suite_tasks if t in tasks]
         for task in suite_tasks:
             for recipe, algo in zip(recipes, names, strict=True):
-                layer = preset.layer(algo) if preset else {}
+                layer = preset.layer(algo, task) if preset else {}
                 for point in points:
                     extra = overrides + [f"{k}={v}" for k, v in point.items()]
                     label = algo + ("[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]" if point else "")
