@@ -43,29 +43,18 @@ def train(
 
     ``seeds`` (instead of ``seed``) trains those seeds as one population (zoo.engine.population) and returns one
     entry per seed: its result record, or the exception that stopped that run (the others are unaffected)."""
-    from zoo.engine.run import train_population, train_run
+    from zoo.engine.run import train_population
 
     setup(config_dirs, plugins)
-    if seeds is not None:
-        return train_population(
-            algo, task, list(seeds), out=Path(out), overrides=override_strings(overrides), steps=steps,
-            device=device, suite=suite, resume=resume, progress=progress, download=download, log=log,
-            loggers=loggers,
-        )
-    return train_run(
-        algo,
-        task,
-        seed=seed,
-        out=Path(out),
-        overrides=override_strings(overrides),
-        steps=steps,
-        device=device,
-        suite=suite,
-        resume=resume,
-        progress=progress,
-        download=download,
-        log=log,
+    outcomes = train_population(
+        algo, task, [seed] if seeds is None else list(seeds), out=Path(out), overrides=override_strings(overrides),
+        steps=steps, device=device, suite=suite, resume=resume, progress=progress, download=download, log=log,
         loggers=loggers,
     )
+    if seeds is not None:
+        return outcomes
+    if isinstance(outcomes[0], BaseException):  # a single run's failure is raised, as train_run does
+        raise outcomes[0]
+    return outcomes[0]
 
 

@@ -11,6 +11,11 @@ import torch
 FIELDS = ("obs", "act", "reward", "next_obs", "terminal")
 
 
+def field_widths(obs_dim: int, act_dim: int) -> dict[str, int]:
+    """Columns of each stored field."""
+    return {"obs": obs_dim, "act": act_dim, "reward": 1, "next_obs": obs_dim, "terminal": 1}
+
+
 class RingBuffer:
     """FIFO ring of transitions with a fixed capacity; the oldest rows are overwritten first."""
 
@@ -28,9 +33,8 @@ class RingBuffer:
             raise ValueError(f"buffer capacity must be positive, got {capacity}")
         self.capacity = int(capacity)
         self.device = torch.device(device)
-        widths = {"obs": obs_dim, "act": act_dim, "reward": 1, "next_obs": obs_dim, "terminal": 1}
         self.storage = storage if storage is not None else {
-            k: torch.zeros(self.capacity, w, device=self.device) for k, w in widths.items()
+            k: torch.zeros(self.capacity, w, device=self.device) for k, w in field_widths(obs_dim, act_dim).items()
         }
         self.ptr = 0  # next write position (host int: known without reading the device)
         self.size = 0

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from zoo.config import RunConfig
-from zoo.engine.buffer import RingBuffer
+from zoo.engine.buffer import RingBuffer, field_widths
 from zoo.registry import REGISTRY
 
 # Top-level and engine keys that may differ between members (besides the component keys their classes declare).
@@ -127,8 +127,8 @@ class PopulationBuffer:
     by its rollouts), :meth:`sample` draws every run's rows with one gather per field."""
 
     def __init__(self, population: int, capacity: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
-        widths = {"obs": obs_dim, "act": act_dim, "reward": 1, "next_obs": obs_dim, "terminal": 1}
         self.capacity = int(capacity)
+        widths = field_widths(obs_dim, act_dim)
         self.storage = {k: torch.zeros(population, self.capacity, w, device=device) for k, w in widths.items()}
         self.members = [
             RingBuffer(capacity, obs_dim, act_dim, device, storage={k: v[p] for k, v in self.storage.items()})

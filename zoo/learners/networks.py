@@ -36,6 +36,16 @@ def _affine(layer: EnsembleLinear, x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.addmm(layer.bias[k], x, layer.weight[k])
 
 
+def member_index(population: int, member: int | None, what: str) -> int:
+    """The run a single-run call means: ``member``, or run 0 of a population of one (any other population must
+    name it)."""
+    if member is not None:
+        return member
+    if population != 1:
+        raise ValueError(f"a population of {population} {what}: name the member")
+    return 0
+
+
 def init_members(
     layers: Sequence[EnsembleLinear], generators: Sequence[torch.Generator | None], per_member: int
 ) -> None:
@@ -79,10 +89,7 @@ class CriticEnsemble(nn.Module):
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """Q-values [N, *lead, 1] of one run's critics for obs [*lead, d_s] and act [*lead, d_a]."""
-        if member is None:
-            if self.population != 1:
-                raise ValueError(f"a population of {self.population} critic sets: name the member")
-            member = 0
+        member = member_index(self.population, member, "critic sets")
         lead = obs.shape[:-1]
         x = _flat(torch.cat([obs, act], dim=-1))
         lo, hi = member * self.num_critics, (member + 1) * self.num_critics
@@ -169,16 +176,9 @@ class TanhGaussianActor(nn.Module):
         self.act_scale = float(act_scale)
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
 
-    def _member(self, member: int | None) -> int:
-        if member is None:
-            if self.population != 1:
-                raise ValueError(f"a population of {self.population} policies: name the member")
-            return 0
-        return member
-
     def forward(self, obs: torch.Tensor, member: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(μ, log σ) of one run's policy, each [*lead, d_a]."""
-        k = self._member(member)
+        k = member_index(self.population, member, "policies")
         lead = obs.shape[:-1]
         h = _flat(obs)
         for layer in self.trunk:
@@ -271,10 +271,7 @@ class TanhDeterministicActor(nn.Module):
 
     def net(self, obs: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """μ(s) of one run's policy (before the tanh), [*lead, d_a]."""
-        if member is None:
-            if self.population != 1:
-                raise ValueError(f"a population of {self.population} policies: name the member")
-            member = 0
+        member = member_index(self.population, member, "policies")
         lead = obs.shape[:-1]
         h = _flat(obs)
         last = len(self.layers) - 1

@@ -175,8 +175,74 @@ def per_member(values: list[float], device: torch.device) -> float | torch.Tenso
     return torch.tensor(values, device=device).view(-1, 1, 1)
 
 
+class PopulationLearner(ActorCriticAccess):
+    """What every learner population shares (SAC, TD3+BC; zoo.engine.population): one noise generator per run,
+    run k's view (:meth:`member`), the single-run entry points over the population ones (``update`` and
+    ``critic_target_value`` on [B, ·] add and remove the population axis), and run k's checkpoint in the
+    single-run format. A subclass has ``population``, ``generators``, ``cfg.num_critics``, ``update_pop``,
+    ``critic_target_value_pop``, ``state_dict``/``load_state_dict`` and lists its critic-shaped state entries in
+    ``_CRITIC_KEYS``; optimizers with per-run learning rates come from :meth:`_rates`."""
+
+    population: int
+    generators: list[torch.Generator | None]
+    cfg: Any
+    _CRITIC_KEYS = ("critic", "critic_target", "critic_optimizer")
+
+    @property
+    def generator(self) -> torch.Generator | None:  # type: ignore[override]
+        """The noise source of a single run (P = 1)."""
+        return self.generators[0]
+
+    @generator.setter
+    def generator(self, value: torch.Generator | None) -> None:
+        if self.population != 1:
+            raise ValueError("a population has one generator per member; set learner.generators")
+        self.generators = [value]
+
+    def member(self, k: int) -> Any:
+        """Run k's Learner protocol ([B, ·] shapes) for the trainer's per-run work; a single run is its own."""
+        return self if self.population == 1 and k == 0 else MemberView(self, k)
+
+    @torch.no_grad()
+    def critic_target_value(
+        self, batch: Batch, target_penalty: TargetPenalty | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The critic target y [B, 1] and the penalty (or None) of a single run (``critic_target_value_pop``)."""
+        y, penalty = self.critic_target_value_pop(Batch.stack([batch]), target_penalty)  # type: ignore[attr-defined]
+        return y[0], None if penalty is None else penalty[0]
+
+    def update(self, batch: Batch, target_penalty: TargetPenalty | None = None) -> dict[str, torch.Tensor]:
+        """One step of a single run on a batch [B, ·] (``update_pop``); metrics are detached 0-d tensors."""
+        if self.population != 1:
+            raise ValueError(f"a population of {self.population}: use update_pop with a batch [P, B, ...]")
+        metrics = self.update_pop(Batch.stack([batch]), target_penalty)  # type: ignore[attr-defined]
+        return {k: v[0] for k, v in metrics.items()}
+
+    def _rates(self) -> dict[str, RunRates]:
+        """The optimizers (state entries) whose runs may have their own learning rates."""
+        return {}
+
+    def member_state_dict(self, k: int) -> dict[str, Any]:
+        """Run k's state in the format of a single run's ``state_dict`` (its checkpoint), its own rates included."""
+        state = member_slice(self.state_dict(), k, self.cfg.num_critics, self._CRITIC_KEYS)  # type: ignore[attr-defined]
+        for key, rates in self._rates().items():
+            if state.get(key) is not None:
+                state[key] = rates.member_groups(state[key], k)
+        return state
+
+    def load_member_states(self, states: list[dict[str, Any]]) -> None:
+        """Load one single-run state per member (the inverse of :meth:`member_state_dict`)."""
+        if len(states) != self.population:
+            raise ValueError(f"{len(states)} member states for a population of {self.population}")
+        state = {key: concat_rows([s[key] for s in states]) for key in states[0]}
+        for key, rates in self._rates().items():
+            if state.get(key) is not None:
+                state[key] = rates.population_groups(state[key])
+        self.load_state_dict(state)  # type: ignore[attr-defined]
+
+
 @register("learner", "sac")
-class SAC(ActorCriticAccess):
+class SAC(PopulationLearner):
     """Soft actor-critic with N batched critics, tanh-Gaussian actor and clamped auto-α (sac.md §1-§2, §4).
 
     **Populations** (issue 15, DESIGN.md "Performance rules"). ``members`` (one config per run) builds P runs of
@@ -285,17 +351,6 @@ class SAC(ActorCriticAccess):
 
     # -- a single run's view: the classic protocol ----------------------------------------------
     @property
-    def generator(self) -> torch.Generator | None:
-        """The noise source of a single run (P = 1)."""
-        return self.generators[0]
-
-    @generator.setter
-    def generator(self, value: torch.Generator | None) -> None:
-        if self.population != 1:
-            raise ValueError("a population has one generator per member; set learner.generators")
-        self.generators = [value]
-
-    @property
     def alpha(self) -> torch.Tensor:
         """The α used in the losses (0-d for a single run, [P] for a population; exp(log α) clamped at
         alpha_max when auto)."""
@@ -310,21 +365,7 @@ class SAC(ActorCriticAccess):
             return torch.tensor([float(c.alpha) for c in self.member_cfgs], device=self.device)
         return self.log_alpha.detach().exp().clamp(max=self.cfg.alpha_max)
 
-    def member(self, k: int) -> Any:
-        """Run k's Learner protocol ([B, ·] shapes) for the trainer's per-run work; a single run is its own."""
-        if self.population == 1 and k == 0:
-            return self
-        return MemberView(self, k)
-
-    # -- protocol: one gradient step ----------------------------------------------------------
-    @torch.no_grad()
-    def critic_target_value(
-        self, batch: Batch, target_penalty: TargetPenalty | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The critic target y [B, 1] and the penalty (or None) of a single run, sac.md §2.1 (no gradient)."""
-        y, penalty = self.critic_target_value_pop(Batch.stack([batch]), target_penalty)
-        return y[0], None if penalty is None else penalty[0]
-
+    # -- protocol: one gradient step (single-run entry points: PopulationLearner) ---------------------
     @torch.no_grad()
     def critic_target_value_pop(
         self, batch: Batch, target_penalty: Any = None
@@ -351,14 +392,6 @@ class SAC(ActorCriticAccess):
         if cfg.target_min != -math.inf:
             y = y.clamp_min(cfg.target_min)
         return y, penalty
-
-    def update(self, batch: Batch, target_penalty: TargetPenalty | None = None) -> dict[str, torch.Tensor]:
-        """One SAC step of a single run on a batch [B, ·]: critic → actor → α → Polyak (sac.md §2). Metrics are
-        detached 0-d tensors."""
-        if self.population != 1:
-            raise ValueError(f"a population of {self.population}: use update_pop with a batch [P, B, ...]")
-        metrics = self.update_pop(Batch.stack([batch]), target_penalty)
-        return {k: v[0] for k, v in metrics.items()}
 
     def update_pop(self, batch: Batch, target_penalty: Any = None) -> dict[str, torch.Tensor]:
         """One SAC step of every run on a population batch [P, B, ·] (sac.md §2); metrics are detached [P]."""
@@ -464,32 +497,12 @@ class SAC(ActorCriticAccess):
             "actor_scheduler": None if self.actor_scheduler is None else self.actor_scheduler.state_dict(),
         }
 
-    _CRITIC_KEYS = ("critic", "critic_target", "critic_optimizer")
-
-    def member_state_dict(self, k: int) -> dict[str, Any]:
-        """Run k's state in the format of a single run's :meth:`state_dict` (its checkpoint)."""
-        state = member_slice(self.state_dict(), k, self.cfg.num_critics, self._CRITIC_KEYS)
-        for key, rates in self._rates().items():
-            if state.get(key) is not None:
-                state[key] = rates.member_groups(state[key], k)
-        return state
-
     def _rates(self) -> dict[str, RunRates]:
         return {
             "actor_optimizer": self._actor_rates,
             "critic_optimizer": self._critic_rates,
             "alpha_optimizer": self._alpha_rates,
         }
-
-    def load_member_states(self, states: list[dict[str, Any]]) -> None:
-        """Load one single-run state per member (the inverse of :meth:`member_state_dict`)."""
-        if len(states) != self.population:
-            raise ValueError(f"{len(states)} member states for a population of {self.population}")
-        state = {key: concat_rows([s[key] for s in states]) for key in states[0]}
-        for key, rates in self._rates().items():
-            if state.get(key) is not None:
-                state[key] = rates.population_groups(state[key])
-        self.load_state_dict(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Optimizers keep the loaded state tensors by reference: copy them so two learners never share state.

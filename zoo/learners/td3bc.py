@@ -27,22 +27,13 @@ import torch
 
 from zoo.config import bounded
 from zoo.learners.networks import CriticEnsemble, TanhDeterministicActor, member_noise
-from zoo.learners.sac import (
-    ActorCriticAccess,
-    MemberView,
-    TargetPenalty,
-    _adam,
-    concat_rows,
-    member_penalties,
-    member_slice,
-    per_member,
-)
+from zoo.learners.sac import PopulationLearner, _adam, member_penalties, per_member
 from zoo.protocols import Batch, EnvSpec
 from zoo.registry import register
 
 
 @register("learner", "td3bc")
-class TD3BC(ActorCriticAccess):
+class TD3BC(PopulationLearner):
     """TD3+BC: clipped double-Q TD3 with a Q-normalised behaviour-cloning actor loss (Fujimoto & Gu 2021).
 
     Populations (zoo.engine.population), as SAC: every network stacked over the runs, one fused Adam per kind, run
@@ -106,33 +97,10 @@ class TD3BC(ActorCriticAccess):
         self._bc_alpha = torch.tensor([float(c.bc_alpha) for c in self.member_cfgs], device=self.device)
 
     @property
-    def generator(self) -> torch.Generator | None:
-        """The noise source of a single run (P = 1)."""
-        return self.generators[0]
-
-    @generator.setter
-    def generator(self, value: torch.Generator | None) -> None:
-        if self.population != 1:
-            raise ValueError("a population has one generator per member; set learner.generators")
-        self.generators = [value]
-
-    @property
     def gamma(self) -> float:
         return self.cfg.gamma
 
-    def member(self, k: int) -> Any:
-        """Run k's Learner protocol ([B, ·] shapes); a single run is its own."""
-        return self if self.population == 1 and k == 0 else MemberView(self, k)
-
-    # -- the losses ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def critic_target_value(
-        self, batch: Batch, target_penalty: TargetPenalty | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """y [B, 1] of a single run (and its penalty or None), see :meth:`critic_target_value_pop`."""
-        y, penalty = self.critic_target_value_pop(Batch.stack([batch]), target_penalty)
-        return y[0], None if penalty is None else penalty[0]
-
+    # -- the losses (single-run entry points: PopulationLearner) ----------------------------------
     @torch.no_grad()
     def critic_target_value_pop(
         self, batch: Batch, target_penalty: Any = None
@@ -165,12 +133,6 @@ class TD3BC(ActorCriticAccess):
         return -lam * q1.mean(dim=(1, 2)) + bc, bc
 
     # -- protocol: one gradient step ----------------------------------------------------------
-    def update(self, batch: Batch, target_penalty: TargetPenalty | None = None) -> dict[str, torch.Tensor]:
-        """One step of a single run on a batch [B, ·] (metrics 0-d)."""
-        if self.population != 1:
-            raise ValueError(f"a population of {self.population}: use update_pop with a batch [P, B, ...]")
-        return {k: v[0] for k, v in self.update_pop(Batch.stack([batch]), target_penalty).items()}
-
     def update_pop(self, batch: Batch, target_penalty: Any = None) -> dict[str, torch.Tensor]:
         """Critic step of every run; every ``policy_freq`` steps an actor step and Polyak of actor and critic
         targets. Metrics [P]."""
@@ -218,16 +180,6 @@ class TD3BC(ActorCriticAccess):
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "updates": self.updates,
         }
-
-    _CRITIC_KEYS = ("critic", "critic_target", "critic_optimizer")
-
-    def member_state_dict(self, k: int) -> dict[str, Any]:
-        """Run k's state in the format of a single run's :meth:`state_dict`."""
-        return member_slice(self.state_dict(), k, self.cfg.num_critics, self._CRITIC_KEYS)
-
-    def load_member_states(self, states: list[dict[str, Any]]) -> None:
-        """Load one single-run state per member (the inverse of :meth:`member_state_dict`)."""
-        self.load_state_dict({key: concat_rows([s[key] for s in states]) for key in states[0]})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = {k: copy.deepcopy(v) if k.endswith("optimizer") else v for k, v in state.items()}
