@@ -86,7 +86,10 @@ def check_population(cfgs: list[RunConfig]) -> None:
         return
     ok, why = population_support(cfgs[0])
     if not ok:
-        raise ValueError(f"{cfgs[0].algo}: {why}; train its seeds as separate runs (--population 1)")
+        raise ValueError(
+            f"{cfgs[0].algo}: {why}; train its seeds as separate runs (zoo train --seed N for each; zoo bench "
+            "does so by itself)"
+        )
     runs = [(c.hash(), c.seed) for c in cfgs]  # a run is its config hash (the seed left out) and its seed
     if len(set(runs)) != len(runs):
         raise ValueError(f"a population cannot hold the same run twice (seeds {[c.seed for c in cfgs]})")
